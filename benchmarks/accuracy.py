@@ -1,0 +1,56 @@
+"""Accuracy benchmark: train rnnkit's default config on a named dataset and time it.
+
+    python benchmarks/accuracy.py surnames --data-dir ../shared/data
+    python benchmarks/accuracy.py names --data-dir ../shared/data --seeds 0 1 2
+
+Targets (issue 2): surnames >= 0.77 test accuracy with the whole `train` in <= 2 min on a
+2-core CPU; names >= 0.85. Reports test accuracy, macro-F1 and wall time per seed.
+"""
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import save  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
+    args = parser.parse_args()
+
+    import rnnkit
+
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    rows = []
+    for seed in args.seeds:
+        out = Path(tempfile.mkdtemp(prefix="rnnkit-bench-")) / "run"
+        cfg = rnnkit.Config(dataset=args.dataset, data_dir=args.data_dir, seed=seed, out=str(out), progress=False)
+        cfg = cfg.update(overrides, source="--set")
+        started = time.perf_counter()
+        run = rnnkit.train(cfg)
+        seconds = time.perf_counter() - started
+        rows.append({"seed": seed, "test_accuracy": run.metrics["test"]["accuracy"],
+                     "test_macro_f1": run.metrics["test"]["macro_f1"], "val_accuracy": run.metrics["val"]["accuracy"],
+                     "epochs": run.metrics["epochs_run"], "best_epoch": run.metrics["best_epoch"],
+                     "seconds": round(seconds, 1)})
+        shutil.rmtree(out.parent, ignore_errors=True)
+    accs = [r["test_accuracy"] for r in rows]
+    summary = {"mean_test_accuracy": statistics.mean(accs),
+               "mean_test_macro_f1": statistics.mean(r["test_macro_f1"] for r in rows),
+               "min_test_accuracy": min(accs), "max_seconds": max(r["seconds"] for r in rows)}
+    save(f"accuracy-{args.dataset}", {"command": " ".join(sys.argv), "overrides": overrides,
+                                      "runs": rows, **summary})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Shared bits of the benchmark scripts: machine description and result files."""
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "python": platform.python_version(), "date": time.strftime("%Y-%m-%d")}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                        text=True).stdout.strip()
+    except OSError:
+        pass
+    return info
+
+
+def save(name: str, result: dict, out_dir: str = "benchmarks/results") -> Path:
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    result = {"benchmark": name, "machine": machine(), **result}
+    dest = path / f"{name}.json"
+    dest.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return dest

@@ -1,0 +1,300 @@
+"""The ``rnnkit`` command line: train, evaluate, predict, datasets, demo.
+
+Every user mistake ends as one line on stderr, ``error: <what> ; <fix>``, and
+exit status 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import RnnkitError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Recurrent text classifiers: train, evaluate, predict.\n\n"
+         "Example: rnnkit train --dataset surnames --data-dir ../shared/data --out runs/surnames",
+)
+
+
+def _fail(exc: RnnkitError) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(exc.exit_code)
+
+
+def _guard(fn):
+    """Turn RnnkitError into the one-line message + exit 2 contract."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RnnkitError as exc:
+            _fail(exc)
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+def _parse_sets(pairs: List[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise RnnkitError(f"--set takes KEY=VALUE, got {pair!r}; e.g. --set head_dropout=0.4")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+@app.command(help="Train a classifier and save a run folder.\n\n"
+                  "Examples:\n\n"
+                  "  rnnkit train --dataset surnames --data-dir ../shared/data --out runs/surnames\n\n"
+                  "  rnnkit train --dataset reviews.csv --text-column review --label-column stars --cell gru\n\n"
+                  "  rnnkit train --resume runs/surnames")
+@_guard
+def train(
+    dataset: Optional[str] = typer.Option(None, help="Named dataset (words, surnames, names, nsmc) or a file/folder."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."),
+    config: Optional[Path] = typer.Option(None, help="TOML/YAML/JSON file of settings; flags override it."),
+    out: Optional[str] = typer.Option(None, help="Run folder to create (default runs/<dataset>-<cell>-<time>)."),
+    resume: Optional[str] = typer.Option(None, help="Continue the unfinished run in this folder."),
+    cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru."),
+    backend: Optional[str] = typer.Option(None, help="torch (fused, fast) or scratch (rnnkit.nn, readable)."),
+    pooling: Optional[str] = typer.Option(None, help="last, max, mean or attention."),
+    bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional"),
+    num_layers: Optional[int] = typer.Option(None),
+    embedding_dim: Optional[int] = typer.Option(None),
+    hidden_size: Optional[int] = typer.Option(None),
+    rnn_dropout: Optional[float] = typer.Option(None, help="Between stacked layers (needs --num-layers >= 2)."),
+    embedding_dropout: Optional[float] = typer.Option(None),
+    head_dropout: Optional[float] = typer.Option(None),
+    tokenizer: Optional[str] = typer.Option(None, help="char or whitespace."),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    label_names: Optional[str] = typer.Option(None, help='JSON map of raw to shown labels, e.g. \'{"0":"neg","1":"pos"}\'.'),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    optimizer: Optional[str] = typer.Option(None, help="adam, adamw, rmsprop or sgd."),
+    lr: Optional[float] = typer.Option(None),
+    weight_decay: Optional[float] = typer.Option(None),
+    clip_grad: Optional[float] = typer.Option(None),
+    early_stopping: Optional[int] = typer.Option(None, help="Patience in epochs."),
+    monitor: Optional[str] = typer.Option(None, help="val_accuracy, val_macro_f1 or val_loss."),
+    class_weights: Optional[bool] = typer.Option(None, "--class-weights/--no-class-weights"),
+    label_smoothing: Optional[float] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda or auto."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
+):
+    from .config import Config, load_config_file
+    from .trainer import train as run_training
+
+    flags = {
+        "dataset": dataset, "data_dir": data_dir, "out": out, "cell": cell, "backend": backend, "pooling": pooling,
+        "bidirectional": bidirectional, "num_layers": num_layers, "embedding_dim": embedding_dim,
+        "hidden_size": hidden_size, "rnn_dropout": rnn_dropout, "embedding_dropout": embedding_dropout,
+        "head_dropout": head_dropout, "tokenizer": tokenizer, "text_column": text_column,
+        "label_column": label_column, "label_names": label_names, "epochs": epochs, "batch_size": batch_size,
+        "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "clip_grad": clip_grad,
+        "early_stopping": early_stopping, "monitor": monitor, "class_weights": class_weights,
+        "label_smoothing": label_smoothing, "seed": seed, "device": device, "num_threads": threads,
+        "progress": progress,
+    }
+    flags = {k: v for k, v in flags.items() if v is not None}
+    flags.update(_parse_sets(set_))
+    if resume:
+        allowed = {"epochs", "device", "num_threads", "progress", "data_dir"}
+        extra = set(flags) - allowed
+        if extra or config:
+            raise RnnkitError(f"--resume continues a run with its saved config; only {', '.join(sorted(allowed))} "
+                              f"may change (got {', '.join(sorted(extra)) or '--config'})")
+        run_training(resume=resume, **flags)
+        return
+    cfg = Config()
+    if config:
+        cfg = cfg.update(load_config_file(config), source=str(config))
+    cfg = cfg.update(flags, source="command line")
+    run_training(cfg)
+
+
+@app.command(help="Score a run on a labelled split or file.\n\n"
+                  "Examples:\n\n"
+                  "  rnnkit evaluate runs/surnames                      (its own test split)\n\n"
+                  "  rnnkit evaluate runs/surnames --split val --json\n\n"
+                  "  rnnkit evaluate runs/surnames --input more_names.csv")
+@_guard
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    dataset: Optional[str] = typer.Option(None, help="Named dataset or path (default: the run's own)."),
+    data_dir: Optional[str] = typer.Option(None),
+    split: str = typer.Option("test", help="train, val or test."),
+    input: Optional[Path] = typer.Option(None, help="A labelled CSV/TSV/JSONL file to score instead."),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON."),
+):
+    from .data import load_dataset, read_table
+    from .predict import load
+
+    run = load(run_dir)
+    cfg = run.config
+    if input is not None:
+        table = read_table(input, text_column or cfg.text_column, label_column or cfg.label_column)
+        texts, labels, source = table.texts, table.labels, str(input)
+    else:
+        splits = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, text_column or cfg.text_column,
+                              label_column or cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed,
+                              cfg.dedupe, progress=False)
+        part = splits[split]
+        if len(part) == 0:
+            raise RnnkitError(f"the {split} split of {dataset or cfg.dataset} is empty; choose another --split")
+        texts, labels, source = part.texts, part.labels, f"the {split} split"
+    report = run.evaluate(texts, labels, source=source)
+    if as_json:
+        typer.echo(json.dumps(report, ensure_ascii=False))
+        return
+    typer.echo(f"{source}: {report['n']} examples  accuracy {report['accuracy']:.4f}  "
+               f"macro-F1 {report['macro_f1']:.4f}  weighted-F1 {report['weighted_f1']:.4f}")
+    width = max(len(l) for l in report["per_class"]) + 2
+    typer.echo(f"{'class':<{width}} precision  recall     f1  support")
+    for label, row in report["per_class"].items():
+        typer.echo(f"{label:<{width}} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {row['support']:8d}")
+
+
+@app.command(help="Predict labels for texts or a file of texts.\n\n"
+                  "Examples:\n\n"
+                  "  rnnkit predict runs/surnames Nakamura Schmidt --top-k 3\n\n"
+                  "  rnnkit predict runs/surnames --input names.txt --output predictions.jsonl")
+@_guard
+def predict(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify."),
+    top_k: int = typer.Option(1, "--top-k", "-k", help="How many labels to show per text."),
+    input: Optional[Path] = typer.Option(None, help="File of texts: .txt (one per line) or CSV/TSV/JSONL."),
+    output: Optional[Path] = typer.Option(None, help="Write predictions to .jsonl, .json or .csv (default: stdout)."),
+    text_column: Optional[str] = typer.Option(None),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+):
+    from .predict import load
+
+    if input is None and not texts:
+        raise RnnkitError("give texts to classify or --input FILE; e.g. rnnkit predict RUN_DIR Nakamura")
+    if input is not None and texts:
+        raise RnnkitError("give either texts or --input FILE, not both")
+    if output is not None and output.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        raise RnnkitError(f"--output must end in .jsonl, .json or .csv; got {output}")
+    run = load(run_dir)
+    if input is not None:
+        texts = _read_input_texts(input, text_column or run.config.text_column)
+    preds = run.predict(texts, top_k=top_k)
+    rows = [{"text": t, **p.to_dict()} for t, p in zip(texts, preds)]
+    if output is not None:
+        _write_predictions(output, rows)
+        typer.echo(f"wrote {len(rows)} predictions to {output}", err=True)
+    elif as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, ensure_ascii=False))
+    else:
+        for row in rows:
+            alts = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"])
+            typer.echo(f"{row['text']}\t{alts}")
+
+
+def _read_input_texts(path: Path, text_column: Optional[str]) -> list[str]:
+    from .data import read_table, read_text_file
+
+    if path.suffix.lower() == ".txt" and text_column is None:
+        content = read_text_file(path)
+        if "\t" not in content.splitlines()[0]:
+            lines = [line.strip() for line in content.splitlines()]
+            return [line for line in lines if line]
+    return read_table(path, text_column, require_labels=False).texts
+
+
+def _write_predictions(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    from .run import atomic_write_bytes
+
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    elif suffix == ".json":
+        data = json.dumps(rows, ensure_ascii=False, indent=1)
+    else:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["text", "label", "probability", "top"])
+        for r in rows:
+            writer.writerow([r["text"], r["label"], f"{r['probability']:.6f}",
+                             ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r["top"])])
+        data = buf.getvalue()
+    if not path.parent.exists():
+        raise RnnkitError(f"folder {path.parent} does not exist; create it or choose another --output")
+    atomic_write_bytes(path, data.encode("utf-8"))
+
+
+@app.command(help="List the named datasets, their sizes and where each was found.\n\n"
+                  "Example: rnnkit datasets --data-dir ../shared/data")
+@_guard
+def datasets(data_dir: Optional[str] = typer.Option(None, help="Folder holding datasets.")):
+    from .data import describe_datasets
+
+    rows = describe_datasets(data_dir)
+    for row in rows:
+        size = f"{row['size_bytes'] / 1e6:7.1f} MB" if row["size_bytes"] else "       -  "
+        typer.echo(f"{row['name']:<9} {size}  {row['found']}\n{'':<9} {row['description']}")
+
+
+@app.command(help="Train on the built-in 'words' dataset (offline, about 2 minutes) and show predictions.\n\n"
+                  "Example: rnnkit demo --out runs/demo")
+@_guard
+def demo(
+    out: Optional[str] = typer.Option(None, help="Run folder (default runs/demo-<time>)."),
+    epochs: int = typer.Option(8, help="Training epochs."),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    import time
+
+    from .config import Config
+    from .trainer import train as run_training
+
+    cfg = Config(dataset="words", epochs=epochs, seed=seed, progress=progress, early_stopping=3,
+                 out=out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    started = time.perf_counter()
+    run = run_training(cfg)
+    typer.echo(f"\nwords dataset: val accuracy {run.metrics['val']['accuracy']:.3f}, "
+               f"test accuracy {run.metrics['test']['accuracy']:.3f}, "
+               f"test macro-F1 {run.metrics['test']['macro_f1']:.3f}  ({time.perf_counter() - started:.0f} s)")
+    samples = ["weather", "wetter", "meteo", "tiempo", "pogoda", "počasí", "hava", "weerbericht", "tempo", "météo"]
+    typer.echo("\nPredictions (word -> top 2 languages):")
+    for word, pred in zip(samples, run.predict(samples, top_k=2)):
+        typer.echo(f"  {word:<12} " + ", ".join(f"{l} {p:.2f}" for l, p in pred.top))
+    typer.echo(f"\nRun saved in {run.path}. Try: rnnkit predict {run.path} bonjour --top-k 3")
+
+
+def main() -> None:
+    try:
+        app()
+    except RnnkitError as exc:  # raised outside a command (argument parsing callbacks)
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Training configuration: one dataclass, defaults that a file or flags override.
+
+Precedence, lowest first: the defaults below, a TOML/YAML file (``--config``),
+then command-line flags. The resolved config is saved as ``config.json`` in the
+run folder, so a run can always be reproduced or resumed from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import RnnkitError
+
+CELLS = ("rnn", "lstm", "gru")
+BACKENDS = ("torch", "scratch")
+POOLINGS = ("last", "max", "mean", "attention")
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+SCHEDULERS = ("plateau", "none")
+MONITORS = ("val_accuracy", "val_macro_f1", "val_loss")
+TOKENIZERS = ("char", "whitespace")
+
+
+@dataclass
+class Config:
+    """Everything that defines a training run.
+
+    Example::
+
+        cfg = Config(dataset="surnames", cell="gru", epochs=10)
+        run = rnnkit.train(cfg)
+    """
+
+    # --- data -----------------------------------------------------------
+    dataset: str = "words"
+    """A named dataset (words, surnames, names, nsmc) or a path to a file/folder."""
+    data_dir: Optional[str] = None
+    text_column: Optional[str] = None
+    """Column holding the text; guessed (text, surname, document, sentence, ...) when unset."""
+    label_column: Optional[str] = None
+    """Column holding the label; guessed (label, nationality, class, ...) when unset."""
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    """Used only when the data has no split column or separate split files."""
+    dedupe: bool = True
+    """Drop exact (text, label) repeats before splitting, so no test example is also in train."""
+    label_names: Optional[dict] = None
+    """Display names for raw labels, e.g. {"0": "negative", "1": "positive"}."""
+
+    # --- text -> ids ----------------------------------------------------
+    tokenizer: str = "char"
+    lowercase: bool = False
+    min_freq: int = 1
+    max_vocab: Optional[int] = None
+    max_len: Optional[int] = None
+    add_bos_eos: bool = True
+    """Wrap each sequence in <bos> ... <eos>: marks word edges, where prefixes/suffixes live."""
+
+    # --- model ----------------------------------------------------------
+    cell: str = "lstm"
+    backend: str = "torch"
+    nonlinearity: str = "tanh"
+    """Only for cell=rnn: tanh or relu."""
+    embedding_dim: int = 64
+    hidden_size: int = 192
+    num_layers: int = 1
+    bidirectional: bool = True
+    rnn_dropout: float = 0.0
+    """Dropout between stacked RNN layers; has no effect when num_layers == 1."""
+    embedding_dropout: float = 0.1
+    pooling: str = "max"
+    head_hidden: int = 192
+    head_dropout: float = 0.3
+
+    # --- optimisation ----------------------------------------------------
+    epochs: int = 20
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    momentum: float = 0.0
+    """Only for SGD and RMSprop."""
+    clip_grad: Optional[float] = 1.0
+    scheduler: str = "plateau"
+    lr_factor: float = 0.5
+    lr_patience: int = 1
+    early_stopping: Optional[int] = 4
+    """Stop after this many epochs without improvement of ``monitor``; None disables."""
+    monitor: str = "val_accuracy"
+    class_weights: bool = False
+    label_smoothing: float = 0.0
+    bucket: bool = True
+    """Group examples of similar length into batches so padding stays small."""
+    seed: int = 0
+    device: str = "cpu"
+    num_threads: Optional[int] = None
+
+    # --- run --------------------------------------------------------------
+    out: Optional[str] = None
+    progress: bool = True
+
+    extra: dict = field(default_factory=dict)
+    """Free-form notes saved with the run (ignored by training)."""
+
+    def validate(self) -> "Config":
+        """Raise RnnkitError on values that cannot work; return self."""
+        _choice("cell", self.cell, CELLS)
+        _choice("backend", self.backend, BACKENDS)
+        _choice("pooling", self.pooling, POOLINGS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("scheduler", self.scheduler, SCHEDULERS)
+        _choice("monitor", self.monitor, MONITORS)
+        _choice("tokenizer", self.tokenizer, TOKENIZERS)
+        _choice("nonlinearity", self.nonlinearity, ("tanh", "relu"))
+        _int_range("epochs", self.epochs, 1, 100_000)
+        _int_range("batch_size", self.batch_size, 1, 1 << 20)
+        _int_range("embedding_dim", self.embedding_dim, 1, 1 << 16)
+        _int_range("hidden_size", self.hidden_size, 1, 1 << 16)
+        _int_range("head_hidden", self.head_hidden, 1, 1 << 16)
+        _int_range("num_layers", self.num_layers, 1, 64)
+        _int_range("min_freq", self.min_freq, 1, 1 << 30)
+        _int_range("lr_patience", self.lr_patience, 0, 10_000)
+        if self.max_vocab is not None:
+            _int_range("max_vocab", self.max_vocab, 5, 1 << 26)
+        if self.max_len is not None:
+            _int_range("max_len", self.max_len, 1, 1 << 20)
+        if self.early_stopping is not None:
+            _int_range("early_stopping", self.early_stopping, 1, 100_000)
+        if self.num_threads is not None:
+            _int_range("num_threads", self.num_threads, 1, 1024)
+        for name in ("rnn_dropout", "embedding_dropout", "head_dropout", "label_smoothing"):
+            _float_range(name, getattr(self, name), 0.0, 1.0, hi_open=True)
+        _float_range("val_fraction", self.val_fraction, 0.0, 1.0, hi_open=True)
+        _float_range("test_fraction", self.test_fraction, 0.0, 1.0, hi_open=True)
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise RnnkitError(
+                "val_fraction + test_fraction must be below 1 so some data is left to train on; "
+                f"got {self.val_fraction} + {self.test_fraction}"
+            )
+        _float_range("lr", self.lr, 0.0, 10.0, lo_open=True)
+        _float_range("weight_decay", self.weight_decay, 0.0, 10.0)
+        _float_range("momentum", self.momentum, 0.0, 1.0, hi_open=True)
+        _float_range("lr_factor", self.lr_factor, 0.0, 1.0, lo_open=True, hi_open=True)
+        if self.clip_grad is not None:
+            _float_range("clip_grad", self.clip_grad, 0.0, 1e6, lo_open=True)
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise RnnkitError(f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "Config":
+        return cls().update(data, source=source)
+
+    def update(self, data: dict, source: str = "config") -> "Config":
+        """Return a copy with ``data`` applied; unknown keys are an error, not ignored."""
+        known = {f.name: f for f in fields(self)}
+        changes = {}
+        for key, value in data.items():
+            key = key.replace("-", "_")
+            if key not in known:
+                close = _closest(key, known)
+                hint = f" (did you mean {close!r}?)" if close else ""
+                raise RnnkitError(f"unknown setting {key!r} in {source}{hint}")
+            changes[key] = _coerce(key, value, known[key].type, source)
+        return dataclasses.replace(self, **changes)
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a TOML or YAML file into a dict of settings."""
+    path = Path(path)
+    if not path.is_file():
+        raise RnnkitError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise RnnkitError(f"config file {path} must end in .toml, .yaml, .yml or .json")
+    except RnnkitError:
+        raise
+    except Exception as exc:  # parser errors carry line numbers worth showing
+        raise RnnkitError(f"cannot parse config file {path}: {exc}".replace("\n", " ")) from exc
+    if not isinstance(data, dict):
+        raise RnnkitError(f"config file {path} must hold a table of settings, not {type(data).__name__}")
+    # Allow the settings to sit under a [train] table as well as at top level.
+    return data.get("train", data) if isinstance(data.get("train"), dict) else data
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise RnnkitError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _int_range(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise RnnkitError(f"{name} must be an integer from {lo} to {hi}; got {value!r}")
+
+
+def _float_range(name, value, lo, hi, lo_open=False, hi_open=False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise RnnkitError(f"{name} must be a number in {interval}; got {value!r}")
+
+
+def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
+    """Turn strings from flags/files into the field's type, with a clear error."""
+    hint = str(type_hint)
+    if value is None or not isinstance(value, str):
+        if "float" in hint and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    lowered = value.strip().lower()
+    if "Optional" in hint and lowered in ("none", "null", ""):
+        return None
+    try:
+        if "bool" in hint:
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if "int" in hint:
+            return int(value)
+        if "float" in hint:
+            return float(value)
+        if "dict" in hint:
+            return json.loads(value)
+    except ValueError:
+        raise RnnkitError(f"{key} in {source} must be of type {hint.replace('Optional', '')}; got {value!r}") from None
+    return value
+
+
+def _closest(key: str, known) -> Optional[str]:
+    import difflib
+
+    match = difflib.get_close_matches(key, list(known), n=1)
+    return match[0] if match else None

@@ -1,0 +1,118 @@
+"""The classifier: embedding -> dropout -> RNN encoder -> pooling -> MLP head.
+
+Shapes, for a batch of ``B`` sequences padded to length ``T``::
+
+    ids (B, T) --embedding--> (B, T, E) --rnn--> (B, T, D*H) --pool--> (B, D*H)
+        --fc1/ReLU/dropout--> (B, head_hidden) --fc2--> logits (B, C)
+
+where ``D`` is 2 for a bidirectional encoder. Padding never leaks into the
+result: the RNN reads packed sequences and every pooling looks only at the
+valid positions of each row.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .errors import RnnkitError
+
+MODEL_KEYS = (
+    "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional",
+    "rnn_dropout", "embedding_dropout", "pooling", "head_hidden", "head_dropout",
+)
+
+
+def make_rnn(cell: str, backend: str, input_size: int, hidden_size: int, num_layers: int = 1,
+             bidirectional: bool = False, dropout: float = 0.0, nonlinearity: str = "tanh") -> nn.Module:
+    """A batch-first recurrent layer: torch's fused one, or rnnkit's from-scratch twin.
+
+    Both take the same arguments and have the same parameter names, so a
+    state dict trained with one backend loads into the other.
+    """
+    if backend == "torch":
+        layers = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+    elif backend == "scratch":
+        from . import nn as scratch
+
+        layers = {"rnn": scratch.ElmanRNN, "lstm": scratch.LSTM, "gru": scratch.GRU}
+    else:
+        raise RnnkitError(f"backend must be torch or scratch; got {backend!r}")
+    if cell not in layers:
+        raise RnnkitError(f"cell must be rnn, lstm or gru; got {cell!r}")
+    kwargs = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=True,
+                  dropout=dropout if num_layers > 1 else 0.0)
+    if cell == "rnn":
+        kwargs["nonlinearity"] = nonlinearity
+    return layers[cell](input_size, hidden_size, **kwargs)
+
+
+def column_gather(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Pick each row's output at its last valid step (the book's ``column_gather``).
+
+    ``outputs (B, T, H)``, ``lengths (B,)`` -> ``(B, H)``, done as one gather
+    instead of the book's Python loop over the batch.
+    """
+    index = (lengths.to(outputs.device) - 1).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
+    return outputs.gather(1, index).squeeze(1)
+
+
+class SequenceClassifier(nn.Module):
+    """Embedding -> RNN -> pooling -> two-layer head, returning logits ``(B, C)``.
+
+    Args mirror :class:`rnnkit.Config`'s model section. ``pooling``:
+      * ``last``: the final hidden state of each sequence -- forward direction
+        at its last valid step, backward direction at step 0 (from ``h_n``);
+      * ``max`` / ``mean``: over valid positions of the top layer's outputs;
+      * ``attention``: a learned score per position, softmax over valid ones.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, cell: str = "lstm", backend: str = "torch",
+                 nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128,
+                 num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
+                 embedding_dropout: float = 0.1, pooling: str = "max", head_hidden: int = 128,
+                 head_dropout: float = 0.3, padding_idx: int = 0):
+        super().__init__()
+        if pooling not in ("last", "max", "mean", "attention"):
+            raise RnnkitError(f"pooling must be last, max, mean or attention; got {pooling!r}")
+        self.cell, self.pooling = cell, pooling
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.embedding_dropout = nn.Dropout(embedding_dropout)
+        self.rnn = make_rnn(cell, backend, embedding_dim, hidden_size, num_layers, bidirectional,
+                            rnn_dropout, nonlinearity)
+        out_size = hidden_size * (2 if bidirectional else 1)
+        if pooling == "attention":
+            self.attention = nn.Linear(out_size, 1)
+        self.fc1 = nn.Linear(out_size, head_hidden)
+        self.head_dropout = nn.Dropout(head_dropout)
+        self.fc2 = nn.Linear(head_hidden, num_classes)
+
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``."""
+        x = self.embedding_dropout(self.embedding(ids))
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        packed_out, h_n = self.rnn(packed)
+        if self.pooling == "last":
+            h_n = h_n[0] if isinstance(h_n, tuple) else h_n
+            if self.rnn.bidirectional:
+                return torch.cat([h_n[-2], h_n[-1]], dim=-1)
+            return h_n[-1]
+        out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=ids.shape[1])
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
+        if self.pooling == "max":
+            return out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
+        if self.pooling == "mean":
+            return out.sum(dim=1) / lengths.to(out.device, out.dtype)[:, None]
+        scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1)
+        return torch.bmm(weights.unsqueeze(1), out).squeeze(1)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, num_classes)``."""
+        h = self.encode(ids, lengths)
+        return self.fc2(self.head_dropout(torch.relu(self.fc1(h))))
+
+    @classmethod
+    def from_config(cls, cfg, vocab_size: int, num_classes: int) -> "SequenceClassifier":
+        return cls(vocab_size, num_classes, **{k: getattr(cfg, k) for k in MODEL_KEYS})

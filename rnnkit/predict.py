@@ -1,0 +1,133 @@
+"""Using a finished run: load it (safely), predict, evaluate.
+
+>>> run = rnnkit.load("runs/surnames")               # doctest: +SKIP
+>>> run.predict(["Nakamura"], top_k=2)[0]             # doctest: +SKIP
+Prediction(label='Japanese', probability=0.97, top=[('Japanese', 0.97), ('Chinese', 0.01)])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import run as runio
+from .config import Config
+from .errors import RnnkitError
+from .model import SequenceClassifier
+from .vectorizer import BatchSampler, Vectorizer
+
+
+@dataclass
+class Prediction:
+    label: str
+    probability: float
+    top: list[tuple[str, float]] = field(default_factory=list)
+    """The ``top_k`` labels with their probabilities, best first."""
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probability": self.probability,
+                "top": [{"label": l, "probability": p} for l, p in self.top]}
+
+
+@torch.no_grad()
+def predict_proba(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """Class probabilities ``(n, C)`` in input order, batching by length for speed."""
+    was_training = model.training
+    model.eval()
+    out = None
+    sampler = BatchSampler(lengths, batch_size, shuffle=False, bucket=True)
+    for index in sampler:
+        l = lengths[index]
+        x = ids[index, : int(l.max())].long().to(device, non_blocking=True)
+        p = torch.softmax(model(x, l).float(), dim=-1).cpu()
+        if out is None:
+            out = torch.empty(len(lengths), p.shape[1])
+        out[index] = p
+    model.train(was_training)
+    return out
+
+
+class Run:
+    """A trained model with its vectorizer and metrics, loaded from a run folder."""
+
+    def __init__(self, path: Path, config: Config, vectorizer: Vectorizer, model: SequenceClassifier,
+                 metrics: dict, manifest: dict):
+        self.path = Path(path)
+        self.config = config
+        self.vectorizer = vectorizer
+        self.model = model.eval()
+        self.metrics = metrics
+        self.manifest = manifest
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, path, device: str = "cpu") -> "Run":
+        """Load and verify a finished run folder. Nothing is unpickled."""
+        path = Path(path)
+        manifest = runio.verify_run(path)
+        config = Config.from_dict(runio.read_json(path / "config.json"), source=str(path / "config.json"))
+        vectorizer = Vectorizer.from_dict(runio.read_json(path / "vectorizer.json"))
+        model = SequenceClassifier.from_config(config, len(vectorizer.vocab), len(vectorizer.labels))
+        state = runio.load_tensors(path / "model.safetensors")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RnnkitError(f"{path}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
+        metrics = runio.read_json(path / "metrics.json")
+        return cls(path, config, vectorizer, model.to(device), metrics, manifest)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.vectorizer.class_names
+
+    def _check_texts(self, texts) -> list[str]:
+        if isinstance(texts, str):
+            texts = [texts]
+        texts = list(texts)
+        if not texts:
+            raise RnnkitError("no texts given to predict")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str) or not t.strip():
+                raise RnnkitError(f"text #{i + 1} is empty or not a string ({t!r}); give non-empty text")
+        return texts
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+        """Probabilities ``(len(texts), num_classes)``, columns in the order of :attr:`labels`."""
+        ids, lengths = self.vectorizer.encode_texts(self._check_texts(texts))
+        return predict_proba(self.model, ids, lengths, batch_size, self.device)
+
+    def predict(self, texts: Sequence[str] | str, top_k: int = 3, batch_size: int = 256) -> list[Prediction]:
+        """The most likely label of each text, with its ``top_k`` alternatives."""
+        if not isinstance(top_k, int) or top_k < 1:
+            raise RnnkitError(f"top_k must be a positive integer; got {top_k!r}")
+        probs = self.predict_proba(texts, batch_size)
+        k = min(top_k, probs.shape[1])
+        values, indices = probs.topk(k, dim=1)
+        labels = self.labels
+        out = []
+        for v_row, i_row in zip(values.tolist(), indices.tolist()):
+            top = [(labels[i], round(v, 6)) for v, i in zip(v_row, i_row)]
+            out.append(Prediction(top[0][0], top[0][1], top))
+        return out
+
+    def evaluate(self, texts: Sequence[str], labels: Sequence[str], source: str = "data") -> dict:
+        """Accuracy, macro-F1, per-class scores and confusion matrix on labelled texts."""
+        from .metrics import classification_report
+
+        y = self.vectorizer.encode_labels(labels, source)
+        probs = self.predict_proba(texts)
+        return classification_report(y.numpy(), probs.argmax(1).numpy(), self.labels)
+
+    def __repr__(self) -> str:
+        test = self.metrics.get("test") or {}
+        acc = f", test accuracy {test['accuracy']:.4f}" if "accuracy" in test else ""
+        return f"Run({str(self.path)!r}, {self.config.cell}, {len(self.labels)} classes{acc})"
+
+
+def load(path, device: str = "cpu") -> Run:
+    """Load a finished run folder: ``rnnkit.load("runs/my-run").predict(["text"])``."""
+    return Run.load(path, device)

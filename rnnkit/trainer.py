@@ -1,0 +1,272 @@
+"""Training: data -> vectorizer -> model -> epochs -> a finished run folder.
+
+Read top to bottom, :func:`train` is the whole story. It checks everything
+that can be checked before creating the run folder (so bad input leaves
+nothing behind), writes a checkpoint after every epoch, and writes the final
+artefacts with the manifest last.
+
+Resuming replays exactly: each epoch's batch order depends only on
+``(seed, epoch)`` and the checkpoint carries the optimizer, scheduler and RNG
+states, so on CPU a resumed run ends with the same weights and metrics as one
+that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from . import run as runio
+from .config import Config
+from .data import Splits, load_dataset
+from .errors import RnnkitError
+from .model import SequenceClassifier
+from .predict import Run, predict_proba
+from .tokenizers import make_tokenizer
+from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
+
+
+def _log_stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RnnkitError(f"device {name!r} asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+
+
+def _default_out(cfg: Config, name: str) -> Path:
+    stem = Path(name).stem if name not in ("", None) else "data"
+    return Path("runs") / f"{stem}-{cfg.cell}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[Vectorizer] = None,
+            log: Callable[[str], None] = _log_stderr):
+    """Load the data, fit (or reuse) the vectorizer and encode every split once."""
+    if splits is None:
+        splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column,
+                              cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress)
+    for note in splits.notes:
+        log(f"data: {note}")
+    if len(splits.val) == 0:
+        raise RnnkitError("no validation data: give a val split/file or set val_fraction above 0 "
+                          "(early stopping and checkpoint choice need it)")
+    if vectorizer is None:
+        from .data import DATASETS
+
+        label_names = cfg.label_names
+        if label_names is None and cfg.dataset in DATASETS:
+            label_names = DATASETS[cfg.dataset].label_names
+        tokenizer = make_tokenizer({"name": cfg.tokenizer, "lowercase": cfg.lowercase})
+        vectorizer = Vectorizer.fit(splits.train.texts, splits.train.labels, tokenizer, cfg.min_freq,
+                                    cfg.max_vocab, cfg.max_len, cfg.add_bos_eos, label_names)
+    encoded = {}
+    for name in ("train", "val", "test"):
+        part = splits[name]
+        if len(part) == 0:
+            continue
+        ids, lengths = vectorizer.encode_texts(part.texts)
+        encoded[name] = EncodedSplit(ids, lengths, vectorizer.encode_labels(part.labels, f"the {name} split"))
+    tr = encoded["train"]
+    log(f"data: {splits.name or cfg.dataset}: train {len(splits.train)}, val {len(splits.val)}, "
+        f"test {len(splits.test)}; {len(vectorizer.labels)} classes; vocabulary {len(vectorizer.vocab)} "
+        f"({cfg.tokenizer}); <unk> in val {vectorizer.unk_rate(encoded['val'].ids, encoded['val'].lengths):.2%}; "
+        f"mean length {tr.lengths.float().mean():.1f}")
+    return splits, vectorizer, encoded
+
+
+def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], batch_size: int,
+                     device: torch.device, loss_fn: Optional[nn.Module] = None) -> dict:
+    """Loss (if ``loss_fn``) and the full classification report for one encoded split."""
+    from .metrics import classification_report
+
+    probs = predict_proba(model, split.ids, split.lengths, batch_size, device)
+    report = classification_report(split.labels.numpy(), probs.argmax(1).numpy(), labels)
+    if loss_fn is not None:
+        # NLL of the probabilities (not of label-smoothed targets) so val_loss is comparable across runs.
+        report["loss"] = float(nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), split.labels))
+    return report
+
+
+def train(config: Config | dict | None = None, *, resume: Optional[str] = None, splits: Optional[Splits] = None,
+          log: Callable[[str], None] = _log_stderr, **overrides) -> Run:
+    """Train a classifier and return the loaded :class:`Run`.
+
+    >>> run = rnnkit.train(Config(dataset="words", epochs=3))      # doctest: +SKIP
+    >>> run.predict(["haus"])[0].label                              # doctest: +SKIP
+    'German'
+
+    ``resume`` continues the unfinished run in that folder with its saved config.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if (run_dir / runio.MANIFEST).exists():
+            raise RnnkitError(f"{run_dir} already finished; nothing to resume")
+        cfg = Config.from_dict(runio.read_json(run_dir / "config.json"), source=str(run_dir / "config.json"))
+        cfg = cfg.update(overrides, source="overrides").validate() if overrides else cfg.validate()
+        vectorizer = Vectorizer.from_dict(runio.read_json(run_dir / "vectorizer.json"))
+    else:
+        if isinstance(config, dict):
+            config = Config.from_dict(config)
+        cfg = (config or Config()).update(overrides, source="arguments").validate()
+        vectorizer = None
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+
+    splits, vectorizer, data = prepare(cfg, splits, vectorizer, log)
+    labels = vectorizer.class_names
+
+    if resume is None:
+        run_dir = Path(cfg.out) if cfg.out else _default_out(cfg, splits.name or cfg.dataset)
+        if run_dir.exists() and any(run_dir.iterdir()):
+            raise RnnkitError(f"output folder {run_dir} is not empty; choose another --out, "
+                              f"or continue it with --resume {run_dir}")
+        cfg = cfg.update({"out": str(run_dir)})
+
+    torch.manual_seed(cfg.seed)
+    model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels)).to(device)
+    optimizer = make_optimizer(cfg, model.parameters())
+    mode = "min" if cfg.monitor == "val_loss" else "max"
+    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_factor,
+                                                            patience=cfg.lr_patience)
+                 if cfg.scheduler == "plateau" else None)
+    weight = None
+    if cfg.class_weights:
+        counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
+        weight = (counts.sum() / (len(counts) * counts)).to(device)
+    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+
+    loop = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if resume is not None:
+        loop, best_state = runio.load_checkpoint(run_dir, model, optimizer, scheduler)
+        log(f"resume: {run_dir} from epoch {loop['epoch']} (best {cfg.monitor} {loop['best_metric']})")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        runio.atomic_write_json(run_dir / "config.json", cfg.to_dict())
+        runio.atomic_write_json(run_dir / "vectorizer.json", vectorizer.to_dict())
+    # The history file mirrors the checkpoint: rewritten on resume, appended per epoch.
+    runio.atomic_write_bytes(run_dir / "history.jsonl",
+                             "".join(json.dumps(r) + "\n" for r in loop["history"]).encode())
+
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
+        f"hidden {cfg.hidden_size}, pooling {cfg.pooling}, {n_params:,} parameters; device {device}")
+    sampler = BatchSampler(data["train"].lengths, cfg.batch_size, shuffle=True, bucket=cfg.bucket, seed=cfg.seed)
+    from tqdm.auto import tqdm
+
+    stop = False
+    while loop["epoch"] < cfg.epochs and not stop:
+        epoch = loop["epoch"] + 1
+        sampler.set_epoch(epoch)
+        model.train()
+        started = time.perf_counter()
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(sampler, total=len(sampler), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
+                   disable=not cfg.progress, unit="batch", file=sys.stderr)
+        for index in bar:
+            ids, lengths, y = data["train"].batch(index)
+            ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            logits = model(ids, lengths)
+            loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        bar.close()
+        if not math.isfinite(total_loss):
+            raise RnnkitError(f"training diverged (loss is {total_loss}) in epoch {epoch}; "
+                              "lower --lr or set --clip-grad")
+        val = evaluate_encoded(model, data["val"], labels, cfg.batch_size * 4, device, loss_fn)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+               "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+        metric = row[cfg.monitor]
+        improved = loop["best_metric"] is None or (metric < loop["best_metric"] if mode == "min"
+                                                   else metric > loop["best_metric"])
+        if improved:
+            loop.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            loop["bad_epochs"] += 1
+        if scheduler is not None:
+            scheduler.step(metric)
+        loop["history"].append(row)
+        loop["epoch"] = epoch
+        loop["seconds"] += seconds
+        stop = cfg.early_stopping is not None and loop["bad_epochs"] >= cfg.early_stopping
+        loop["stopped_early"] = stop
+        runio.save_checkpoint(run_dir, model, best_state, optimizer, scheduler, loop)
+        with open(run_dir / "history.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        log(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
+            f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} f1 {row['val_macro_f1']:.4f}  "
+            f"lr {row['lr']:.2g}  {seconds:.1f}s{'  *' if improved else ''}")
+    if stop:
+        log(f"early stop: no {cfg.monitor} gain for {cfg.early_stopping} epochs; best epoch {loop['best_epoch']}")
+
+    return finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log)
+
+
+def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vectorizer: Vectorizer,
+           data: dict, loop: dict, device: torch.device, log: Callable[[str], None]) -> Run:
+    """Evaluate the best weights and write the final artefacts, manifest last."""
+    from .metrics import plot_confusion_matrix, plot_history
+
+    model.load_state_dict(best_state)
+    labels = vectorizer.class_names
+    metrics = {"best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "train_seconds": loop["seconds"]}
+    for name in ("val", "test"):
+        if name in data:
+            metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device)
+    runio.save_tensors(run_dir / "model.safetensors", model.state_dict(), {"format": "rnnkit"})
+    runio.atomic_write_json(run_dir / "metrics.json", metrics)
+    files = ["config.json", "vectorizer.json", "model.safetensors", "metrics.json", "history.jsonl"]
+    try:
+        final = metrics.get("test") or metrics["val"]
+        plot_confusion_matrix(final["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
+                              title=f"{'test' if 'test' in metrics else 'val'} confusion matrix")
+        plot_history(loop["history"], run_dir / "history.png")
+        files += ["confusion_matrix.png", "history.png"]
+    except ImportError:
+        log("plots skipped: matplotlib is not installed")
+    runio.write_manifest(run_dir, files, {"rnnkit_version": _version(), "torch_version": torch.__version__})
+    runio.remove_checkpoint(run_dir)
+    for name in ("val", "test"):
+        if name in metrics:
+            log(f"{name}: accuracy {metrics[name]['accuracy']:.4f}  macro-F1 {metrics[name]['macro_f1']:.4f}")
+    log(f"run saved to {run_dir}")
+    return Run.load(run_dir)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

@@ -1,0 +1,188 @@
+"""Texts and labels -> tensors, once per split; batches -> padded id matrices.
+
+The book's ``SurnameVectorizer`` re-tokenizes a DataFrame row in every
+``__getitem__``. Here each split is encoded once into one padded ``int32``
+matrix plus a lengths vector; a batch is then a single fancy-index, trimmed to
+its longest member. :class:`BatchSampler` groups examples of similar length so
+that trimming actually removes padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from .errors import RnnkitError
+from .tokenizers import Tokenizer, make_tokenizer
+from .vocab import SPECIALS, Vocabulary
+
+
+class Vectorizer:
+    """Tokenizer + token vocabulary + label vocabulary, saved next to the model."""
+
+    def __init__(self, tokenizer: Tokenizer, vocab: Vocabulary, labels: Vocabulary,
+                 max_len: Optional[int] = None, add_bos_eos: bool = True,
+                 label_names: Optional[dict] = None):
+        self.tokenizer = tokenizer
+        self.vocab = vocab
+        self.labels = labels
+        self.max_len = max_len
+        self.add_bos_eos = add_bos_eos
+        self.label_names = dict(label_names or {})
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], labels: Sequence[str], tokenizer: Tokenizer, min_freq: int = 1,
+            max_vocab: Optional[int] = None, max_len: Optional[int] = None, add_bos_eos: bool = True,
+            label_names: Optional[dict] = None) -> "Vectorizer":
+        """Build both vocabularies from the training split only."""
+        vocab = Vocabulary.build(tokenizer.batch(texts), SPECIALS, min_freq, max_vocab)
+        label_vocab = Vocabulary(sorted(set(labels), key=_natural_key))
+        if len(label_vocab) < 2:
+            raise RnnkitError(f"training data has {len(label_vocab)} distinct label(s); a classifier needs at least 2")
+        return cls(tokenizer, vocab, label_vocab, max_len, add_bos_eos, label_names)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Labels as shown to users (``label_names`` applied)."""
+        return [self.label_names.get(t, t) for t in self.labels.tokens]
+
+    def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``ids (n, max_len) int32`` zero-padded and ``lengths (n,) int64``.
+
+        Empty texts (after tokenization) are an error: an RNN cannot read a
+        zero-length sequence and a silent guess would hide bad input.
+        """
+        bos, eos = self.vocab.bos_index, self.vocab.eos_index
+        rows = []
+        for i, text in enumerate(texts):
+            ids = self.vocab.encode(self.tokenizer(text))
+            if not ids:
+                raise RnnkitError(f"text #{i + 1} is empty after tokenization ({text!r}); remove it or give real text")
+            if self.max_len is not None:
+                ids = ids[: self.max_len]
+            if self.add_bos_eos:
+                ids = [bos, *ids, eos]
+            rows.append(ids)
+        if not rows:
+            raise RnnkitError("no texts given")
+        lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
+        out = torch.zeros(len(rows), int(lengths.max()), dtype=torch.int32)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.as_tensor(r, dtype=torch.int32)
+        return out, lengths
+
+    def encode_labels(self, labels: Sequence[str], source: str = "data") -> torch.Tensor:
+        known = self.labels._index
+        out = []
+        for i, y in enumerate(labels):
+            if y not in known:
+                # Accept display names too ("positive" for NSMC's "1").
+                raw = next((k for k, v in self.label_names.items() if v == y), None)
+                if raw is None or raw not in known:
+                    shown = ", ".join(self.class_names[:20])
+                    raise RnnkitError(
+                        f"label {y!r} (example #{i + 1} in {source}) was not seen in training; "
+                        f"known labels: {shown}"
+                    )
+                y = raw
+            out.append(known[y])
+        return torch.tensor(out, dtype=torch.int64)
+
+    def unk_rate(self, ids: torch.Tensor, lengths: torch.Tensor) -> float:
+        """Share of real tokens mapped to ``<unk>``."""
+        mask = torch.arange(ids.shape[1]) < lengths[:, None]
+        return float((ids[mask] == self.vocab.unk_index).float().mean())
+
+    def to_dict(self) -> dict:
+        return {
+            "tokenizer": self.tokenizer.settings,
+            "vocab": self.vocab.to_dict(),
+            "labels": self.labels.to_dict(),
+            "max_len": self.max_len,
+            "add_bos_eos": self.add_bos_eos,
+            "label_names": self.label_names,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Vectorizer":
+        try:
+            return cls(
+                make_tokenizer(data["tokenizer"]),
+                Vocabulary.from_dict(data["vocab"]),
+                Vocabulary.from_dict(data["labels"]),
+                data.get("max_len"),
+                data.get("add_bos_eos", True),
+                data.get("label_names"),
+            )
+        except KeyError as exc:
+            raise RnnkitError(f"vectorizer JSON lacks {exc}; the run folder is damaged, re-train it") from None
+
+
+def _natural_key(label: str):
+    # "2" before "10" for numeric labels; alphabetical otherwise.
+    return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
+
+
+@dataclass
+class EncodedSplit:
+    """One split as tensors: ``ids (n, L) int32``, ``lengths (n,)``, ``labels (n,)``."""
+
+    ids: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Rows ``index`` trimmed to their longest member: ``(ids (b, l) int64, lengths, labels)``."""
+        lengths = self.lengths[index]
+        ids = self.ids[index, : int(lengths.max())].long()
+        return ids, lengths, self.labels[index]
+
+
+class BatchSampler:
+    """Seeded batches of indices, optionally bucketed by length.
+
+    Bucketing: shuffle, cut into pools of ``pool`` batches, sort each pool by
+    length, slice it into batches, shuffle the batches. Each epoch's order
+    depends only on ``(seed, epoch)``, which is what lets ``--resume`` replay
+    an interrupted run exactly.
+    """
+
+    def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool = True, bucket: bool = True,
+                 seed: int = 0, pool: int = 50):
+        self.lengths = lengths
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.bucket = bucket
+        self.seed = seed
+        self.pool = pool
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return (len(self.lengths) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            # Evaluation: sort by length for speed; callers scatter results back by index.
+            order = torch.argsort(self.lengths, stable=True) if self.bucket else torch.arange(n)
+            yield from order.split(self.batch_size)
+            return
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(n, generator=g)
+        if not self.bucket:
+            yield from order.split(self.batch_size)
+            return
+        batches = []
+        for chunk in order.split(self.batch_size * self.pool):
+            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
+            batches.extend(chunk.split(self.batch_size))
+        for i in torch.randperm(len(batches), generator=g).tolist():
+            yield batches[i]

@@ -1,0 +1,51 @@
+"""Shared fixtures: small synthetic datasets that train in seconds, and the shared data folder."""
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from rnnkit import Config
+
+SHARED_DATA = Path(os.environ.get("RNNKIT_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
+
+# Each class draws its letters mostly from its own alphabet: learnable in a couple of epochs.
+ALPHABETS = {"alpha": "abcdefg", "beta": "hijklmn", "gamma": "opqrstu"}
+
+
+def make_rows(n_per_class=120, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for label, letters in ALPHABETS.items():
+        for _ in range(n_per_class):
+            n = rng.randint(3, 12)
+            text = "".join(rng.choice(letters) if rng.random() < 0.8 else rng.choice("vwxyz") for _ in range(n))
+            rows.append((text, label))
+    rng.shuffle(rows)
+    return rows
+
+
+@pytest.fixture
+def toy_csv(tmp_path):
+    path = tmp_path / "toy.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(make_rows())
+    return path
+
+
+def tiny_config(dataset, out, **kw) -> Config:
+    base = dict(dataset=str(dataset), out=str(out), embedding_dim=16, hidden_size=16, head_hidden=16,
+                epochs=3, batch_size=32, progress=False, early_stopping=None, lr=1e-2)
+    base.update(kw)
+    return Config(**base)
+
+
+@pytest.fixture
+def shared_data():
+    if not (SHARED_DATA / "surnames" / "surnames_with_splits.csv").exists():
+        pytest.skip(f"shared datasets not found at {SHARED_DATA}; set RNNKIT_DATA_DIR")
+    return SHARED_DATA

@@ -1,0 +1,116 @@
+"""The command line as users run it: real processes, exit codes, one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_rows
+
+
+def rnnkit(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "rnnkit", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=240)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cli")
+    data = tmp / "toy.tsv"
+    data.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in make_rows()))
+    cfg = tmp / "cfg.toml"
+    cfg.write_text("embedding_dim = 16\nhidden_size = 16\nhead_hidden = 16\nlr = 0.01\n")
+    out = tmp / "run"
+    res = rnnkit("train", "--dataset", data, "--config", cfg, "--out", out, "--epochs", 3, "--cell", "gru",
+                 "--no-progress", "--threads", 1)
+    assert res.returncode == 0, res.stderr
+    assert "test: accuracy" in res.stderr
+    return tmp, out
+
+
+def test_help_shows_examples():
+    for cmd in ("train", "evaluate", "predict", "datasets", "demo"):
+        res = rnnkit(cmd, "--help")
+        assert res.returncode == 0 and "Example" in res.stdout, cmd
+
+
+def test_config_file_and_flags_both_apply(cli_run):
+    _, out = cli_run
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["cell"], cfg["hidden_size"], cfg["epochs"]) == ("gru", 16, 3)
+
+
+def test_predict_text_and_json(cli_run):
+    _, out = cli_run
+    res = rnnkit("predict", out, "abcdefg", "hijklmn", "--top-k", 2, "--json")
+    assert res.returncode == 0, res.stderr
+    rows = [json.loads(l) for l in res.stdout.splitlines()]
+    assert [r["label"] for r in rows] == ["alpha", "beta"] and len(rows[0]["top"]) == 2
+    plain = rnnkit("predict", out, "opqrstu")
+    assert plain.stdout.startswith("opqrstu\tgamma ")
+
+
+def test_predict_file_to_file(cli_run):
+    tmp, out = cli_run
+    src = tmp / "in.txt"
+    src.write_text("abcdefg\n\nhijklmn\n")
+    dest = tmp / "preds.jsonl"
+    res = rnnkit("predict", out, "--input", src, "--output", dest)
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(l)["label"] for l in dest.read_text().splitlines()] == ["alpha", "beta"]
+    csv_dest = tmp / "preds.csv"
+    assert rnnkit("predict", out, "--input", src, "--output", csv_dest).returncode == 0
+    assert csv_dest.read_text().splitlines()[0] == "text,label,probability,top"
+
+
+def test_evaluate_json_and_file(cli_run):
+    tmp, out = cli_run
+    res = rnnkit("evaluate", out, "--json")
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads(res.stdout)
+    saved = json.loads((out / "metrics.json").read_text())["test"]
+    assert metrics["accuracy"] == pytest.approx(saved["accuracy"]) and "macro_f1" in metrics
+    f = tmp / "more.csv"
+    f.write_text("text,label\nabcabc,alpha\nhijhij,beta\n")
+    res = rnnkit("evaluate", out, "--input", f)
+    assert res.returncode == 0 and "accuracy 1.0000" in res.stdout
+
+
+def one_line_error(res, *fragments):
+    assert res.returncode == 2, (res.returncode, res.stderr)
+    lines = [l for l in res.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+
+
+def test_errors_are_one_line_with_exit_2(cli_run, tmp_path):
+    tmp, out = cli_run
+    one_line_error(rnnkit("train", "--dataset", tmp_path / "nope.csv", "--out", tmp_path / "o"), "not found")
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes("text,label\nB\xe9la,a\n".encode("latin-1"))
+    one_line_error(rnnkit("train", "--dataset", bad, "--out", tmp_path / "o"), "not valid UTF-8")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    one_line_error(rnnkit("train", "--dataset", empty, "--out", tmp_path / "o"), "is empty")
+    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--text-column", "review", "--out", tmp_path / "o"),
+                   "no column 'review'")
+    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--lr", "-3", "--out", tmp_path / "o"), "lr must be")
+    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--set", "epoch=3"), "did you mean 'epochs'")
+    assert not (tmp_path / "o").exists()
+    labels = tmp_path / "labels.csv"
+    labels.write_text("text,label\nabc,alpha\nxyz,zeta\n")
+    one_line_error(rnnkit("evaluate", out, "--input", labels), "label 'zeta'", "not seen in training")
+    one_line_error(rnnkit("predict", out, ""), "empty")
+    one_line_error(rnnkit("predict", tmp_path / "missing-run", "abc"), "run folder not found")
+    dest = tmp_path / "x.jsonl"
+    one_line_error(rnnkit("predict", out, "--input", empty, "--output", dest), "is empty")
+    assert not dest.exists()
+
+
+def test_datasets_lists_all(tmp_path):
+    res = rnnkit("datasets", "--data-dir", tmp_path)
+    assert res.returncode == 0
+    for name in ("words", "surnames", "names", "nsmc"):
+        assert name in res.stdout

@@ -1,0 +1,58 @@
+import pytest
+
+from rnnkit import Config
+from rnnkit.config import load_config_file
+from rnnkit.errors import RnnkitError
+
+
+def test_defaults_are_valid():
+    Config().validate()
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("epochs", 0, "epochs"),
+    ("epochs", 10**9, "epochs"),
+    ("lr", -1.0, "lr"),
+    ("lr", float("nan"), "lr"),
+    ("hidden_size", 0, "hidden_size"),
+    ("embedding_dropout", 1.0, "embedding_dropout"),
+    ("batch_size", 2.5, "batch_size"),
+    ("cell", "transformer", "cell must be one of rnn, lstm, gru"),
+    ("pooling", "sum", "pooling"),
+    ("device", "tpu", "device"),
+])
+def test_absurd_values_are_rejected_with_the_setting_named(key, value, match):
+    with pytest.raises(RnnkitError, match=match):
+        Config().update({key: value}).validate()
+
+
+def test_unknown_setting_suggests_the_close_one():
+    with pytest.raises(RnnkitError, match="did you mean 'hidden_size'"):
+        Config().update({"hiden_size": 3})
+
+
+def test_strings_from_flags_are_coerced():
+    cfg = Config().update({"epochs": "7", "lr": "0.01", "bidirectional": "false", "max_len": "none",
+                           "label_names": '{"0": "neg"}'})
+    assert (cfg.epochs, cfg.lr, cfg.bidirectional, cfg.max_len) == (7, 0.01, False, None)
+    assert cfg.label_names == {"0": "neg"}
+    with pytest.raises(RnnkitError, match="epochs"):
+        Config().update({"epochs": "many"})
+
+
+def test_toml_and_yaml_files(tmp_path):
+    (tmp_path / "a.toml").write_text('cell = "gru"\nepochs = 4\n')
+    (tmp_path / "b.yaml").write_text("train:\n  cell: rnn\n  lr: 0.5\n")
+    assert Config().update(load_config_file(tmp_path / "a.toml")).cell == "gru"
+    cfg = Config().update(load_config_file(tmp_path / "b.yaml"))
+    assert (cfg.cell, cfg.lr) == ("rnn", 0.5)
+    (tmp_path / "bad.toml").write_text("cell = \n")
+    with pytest.raises(RnnkitError, match="cannot parse"):
+        load_config_file(tmp_path / "bad.toml")
+    with pytest.raises(RnnkitError, match="not found"):
+        load_config_file(tmp_path / "missing.toml")
+
+
+def test_dict_round_trip():
+    cfg = Config(cell="gru", label_names={"0": "negative"})
+    assert Config.from_dict(cfg.to_dict()) == cfg

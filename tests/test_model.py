@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from rnnkit.model import SequenceClassifier, column_gather, make_rnn
+
+
+def build(**kw):
+    torch.manual_seed(0)
+    args = dict(vocab_size=20, num_classes=3, embedding_dim=8, hidden_size=12, head_hidden=10,
+                embedding_dropout=0.0, head_dropout=0.0)
+    args.update(kw)
+    return SequenceClassifier(**args).eval()
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    lengths = torch.tensor([5, 2, 7, 1])
+    ids = torch.randint(4, 20, (4, 7), generator=g)
+    ids[torch.arange(7)[None, :] >= lengths[:, None]] = 0
+    return ids, lengths
+
+
+def test_column_gather_picks_last_valid_step():
+    out = torch.arange(2 * 4 * 3, dtype=torch.float).view(2, 4, 3)
+    got = column_gather(out, torch.tensor([2, 4]))
+    assert torch.equal(got, torch.stack([out[0, 1], out[1, 3]]))
+
+
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "attention"])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_extra_padding_never_changes_the_logits(pooling, cell, bidirectional):
+    model = build(pooling=pooling, cell=cell, bidirectional=bidirectional)
+    ids, lengths = batch()
+    with torch.no_grad():
+        a = model(ids, lengths)
+        b = model(torch.cat([ids, torch.zeros(4, 5, dtype=ids.dtype)], 1), lengths)
+        alone = model(ids[1:2, :2], lengths[1:2])
+    assert a.shape == (4, 3)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a[1:2], alone, atol=1e-6, rtol=0)
+
+
+def test_last_pooling_is_the_book_column_gather_for_unidirectional():
+    model = build(pooling="last", cell="gru", bidirectional=False)
+    ids, lengths = batch()
+    with torch.no_grad():
+        x = model.embedding(ids)
+        out, _ = model.rnn(x)  # unpacked: positions past the end are garbage but unused
+        expected = column_gather(out, lengths)
+        assert torch.allclose(model.encode(ids, lengths), expected, atol=1e-6)
+
+
+def test_dropout_only_in_training_mode():
+    model = build(embedding_dropout=0.5, head_dropout=0.5)
+    ids, lengths = batch()
+    model.train()
+    assert not torch.equal(model(ids, lengths), model(ids, lengths))
+    model.eval()
+    assert torch.equal(model(ids, lengths), model(ids, lengths))
+
+
+def test_inter_layer_dropout_is_not_passed_to_a_single_layer():
+    rnn = make_rnn("lstm", "torch", 4, 4, num_layers=1, dropout=0.5)
+    assert rnn.dropout == 0.0
+    assert make_rnn("lstm", "torch", 4, 4, num_layers=2, dropout=0.5).dropout == 0.5
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_scratch_and_torch_backends_share_weights_and_outputs(cell):
+    fused = build(cell=cell, backend="torch", num_layers=2, pooling="attention")
+    scratch = build(cell=cell, backend="scratch", num_layers=2, pooling="attention")
+    scratch.load_state_dict(fused.state_dict())
+    ids, lengths = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(scratch(ids, lengths), fused(ids, lengths), atol=1e-5, rtol=1e-5)

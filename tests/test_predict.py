@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.errors import RnnkitError
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    import csv
+
+    from conftest import make_rows
+
+    tmp = tmp_path_factory.mktemp("predict")
+    path = tmp / "toy.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(make_rows())
+    rnnkit.train(tiny_config(path, tmp / "run", epochs=4))
+    return tmp / "run"
+
+
+def test_predict_top_k_probabilities(trained):
+    run = rnnkit.load(trained)
+    preds = run.predict(["abcdefg", "hijklmn", "opqrstu"], top_k=2)
+    assert [p.label for p in preds] == ["alpha", "beta", "gamma"]
+    for p in preds:
+        assert len(p.top) == 2 and p.top[0][1] >= p.top[1][1] and p.top[0] == (p.label, p.probability)
+    probs = run.predict_proba(["abc", "hij"])
+    torch.testing.assert_close(probs.sum(1), torch.ones(2))
+    assert len(run.predict("abc", top_k=99)[0].top) == 3  # capped at the number of classes
+
+
+def test_prediction_is_independent_of_batch_company(trained):
+    run = rnnkit.load(trained)
+    texts = ["a", "abcdefgabcdefgabcdefg", "hij", "opq" * 9]
+    together = run.predict_proba(texts)
+    alone = torch.cat([run.predict_proba([t]) for t in texts])
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
+
+
+def test_bad_prediction_input(trained):
+    run = rnnkit.load(trained)
+    with pytest.raises(RnnkitError, match="text #2 is empty"):
+        run.predict(["abc", "  "])
+    with pytest.raises(RnnkitError, match="no texts"):
+        run.predict([])
+    with pytest.raises(RnnkitError, match="top_k"):
+        run.predict(["abc"], top_k=0)
+
+
+def test_evaluate_and_unknown_label(trained):
+    run = rnnkit.load(trained)
+    report = run.evaluate(["abcdef", "hijklm"], ["alpha", "beta"])
+    assert report["accuracy"] == 1.0
+    with pytest.raises(RnnkitError, match="label 'delta'.*not seen in training"):
+        run.evaluate(["abc"], ["delta"])
+
+
+def test_tampered_or_missing_files_are_refused(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained, copy)
+    rnnkit.load(copy)
+    vec = copy / "vectorizer.json"
+    vec.write_text(vec.read_text().replace('"alpha"', '"omega"'))
+    with pytest.raises(RnnkitError, match="vectorizer.json does not match its checksum"):
+        rnnkit.load(copy)
+    shutil.copy(trained / "vectorizer.json", vec)
+    (copy / "model.safetensors").unlink()
+    with pytest.raises(RnnkitError, match="model.safetensors is missing"):
+        rnnkit.load(copy)
+    with pytest.raises(RnnkitError, match="run folder not found"):
+        rnnkit.load(tmp_path / "nothing")
+
+
+def test_run_folder_holds_no_pickle(trained):
+    for path in trained.iterdir():
+        head = path.read_bytes()[:2]
+        assert head != b"\x80\x04" and head != b"\x80\x02", f"{path.name} looks like a pickle"
+    assert json.loads((trained / "metrics.json").read_text())["test"]["accuracy"] > 0.8

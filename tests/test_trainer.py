@@ -1,0 +1,119 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit.errors import RnnkitError
+from rnnkit.run import load_tensors
+
+from conftest import tiny_config
+
+
+def test_training_learns_and_writes_a_complete_run(toy_csv, tmp_path):
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "run", epochs=4))
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "vectorizer.json", "model.safetensors", "metrics.json", "history.jsonl",
+            "confusion_matrix.png", "history.png", "run.json"} <= files
+    assert "checkpoint" not in files
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] > 0.8 and 0 < metrics["test"]["macro_f1"] <= 1
+    assert set(metrics["test"]["per_class"]) == {"alpha", "beta", "gamma"}
+    history = [json.loads(l) for l in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert run.predict(["abcabc"])[0].label == "alpha"
+
+
+def test_same_seed_same_result(toy_csv, tmp_path):
+    a = rnnkit.train(tiny_config(toy_csv, tmp_path / "a", epochs=2))
+    b = rnnkit.train(tiny_config(toy_csv, tmp_path / "b", epochs=2))
+    c = rnnkit.train(tiny_config(toy_csv, tmp_path / "c", epochs=2, seed=1))
+    wa, wb, wc = (load_tensors(r.path / "model.safetensors") for r in (a, b, c))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert a.metrics["test"] == b.metrics["test"]
+
+
+@pytest.mark.parametrize("cell,optimizer,pooling", [("rnn", "sgd", "last"), ("gru", "rmsprop", "mean"),
+                                                    ("lstm", "adam", "attention")])
+def test_cells_optimizers_poolings_all_train(toy_csv, tmp_path, cell, optimizer, pooling):
+    lr = 0.1 if optimizer == "sgd" else 1e-2
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", cell=cell, optimizer=optimizer, pooling=pooling,
+                                   lr=lr, momentum=0.9 if optimizer == "sgd" else 0.0, class_weights=True,
+                                   label_smoothing=0.1, epochs=4))
+    assert run.metrics["val"]["accuracy"] > 0.6
+
+
+def test_early_stopping_stops_and_keeps_best(toy_csv, tmp_path):
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=50, early_stopping=1, lr=0.05))
+    history = [json.loads(l) for l in (run.path / "history.jsonl").read_text().splitlines()]
+    assert len(history) < 50
+    best = max(h["val_accuracy"] for h in history)
+    assert run.metrics["val"]["accuracy"] == pytest.approx(best)
+
+
+def test_bad_input_leaves_nothing_behind(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\n" + "".join(f"word{i},only_one_class\n" for i in range(30)))
+    with pytest.raises(RnnkitError, match="at least 2"):
+        rnnkit.train(tiny_config(bad, tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(RnnkitError, match="hidden_size"):
+        rnnkit.train(tiny_config(bad, tmp_path / "out", hidden_size=-1))
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_to_overwrite_a_run(toy_csv, tmp_path):
+    rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=1))
+    with pytest.raises(RnnkitError, match="not empty"):
+        rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=1))
+    with pytest.raises(RnnkitError, match="already finished"):
+        rnnkit.train(resume=str(tmp_path / "r"))
+
+
+def _train_cmd(toy_csv, out, threads=1):
+    return [sys.executable, "-m", "rnnkit", "train", "--dataset", str(toy_csv), "--out", str(out),
+            "--embedding-dim", "16", "--hidden-size", "32", "--epochs", "4", "--batch-size", "8",
+            "--no-progress", "--threads", str(threads), "--early-stopping", "10",
+            "--lr", "0.01"]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(toy_csv, tmp_path):
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    full = subprocess.run(_train_cmd(toy_csv, tmp_path / "full"), env=env, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+
+    proc = subprocess.Popen(_train_cmd(toy_csv, tmp_path / "cut"), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = tmp_path / "cut" / "history.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if history.exists() and len(history.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    time.sleep(0.15)  # now inside epoch 3
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (tmp_path / "cut" / "run.json").exists()
+    with pytest.raises(RnnkitError, match="unfinished run.*--resume"):
+        rnnkit.load(tmp_path / "cut")
+
+    resumed = subprocess.run([sys.executable, "-m", "rnnkit", "train", "--resume", str(tmp_path / "cut"),
+                              "--threads", "1", "--no-progress"], env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = rnnkit.load(tmp_path / "full"), rnnkit.load(tmp_path / "cut")
+    assert a.metrics["test"] == b.metrics["test"]
+    assert a.metrics["val"] == b.metrics["val"]
+    wa, wb = load_tensors(a.path / "model.safetensors"), load_tensors(b.path / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    ha = [json.loads(l)["val_loss"] for l in (a.path / "history.jsonl").read_text().splitlines()]
+    hb = [json.loads(l)["val_loss"] for l in (b.path / "history.jsonl").read_text().splitlines()]
+    assert ha == hb
