@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
+    parser.add_argument("--tag", default="", help="suffix for the result file name")
     args = parser.parse_args()
 
     import rnnkit
@@ -48,7 +49,7 @@ def main() -> None:
     summary = {"mean_test_accuracy": statistics.mean(accs),
                "mean_test_macro_f1": statistics.mean(r["test_macro_f1"] for r in rows),
                "min_test_accuracy": min(accs), "max_seconds": max(r["seconds"] for r in rows)}
-    save(f"accuracy-{args.dataset}", {"command": " ".join(sys.argv), "overrides": overrides,
+    save(f"accuracy-{args.dataset}{'-' + args.tag if args.tag else ''}", {"command": " ".join(sys.argv), "overrides": overrides,
                                       "runs": rows, **summary})
 
 

@@ -17,7 +17,6 @@ checksum no longer matches the manifest makes loading refuse the run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from typing import Any, Optional
 
 import torch
 
+from .data import sha256_of as sha256_file
 from .errors import RnnkitError
 
 MANIFEST = "run.json"
@@ -78,14 +78,6 @@ def read_json(path: Path) -> Any:
         raise RnnkitError(f"{path} is missing; the run folder is incomplete") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RnnkitError(f"{path} is not valid JSON ({exc}); the run folder is damaged") from None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_manifest(run_dir: Path, files: list[str], info: dict) -> None:

@@ -114,3 +114,21 @@ def test_datasets_lists_all(tmp_path):
     assert res.returncode == 0
     for name in ("words", "surnames", "names", "nsmc"):
         assert name in res.stdout
+
+
+def test_import_is_light():
+    code = "import sys, rnnkit; assert 'torch' not in sys.modules, 'torch imported'; print(rnnkit.Config().cell)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+
+
+def test_demo_runs_offline(tmp_path, monkeypatch):
+    env_cmd = [sys.executable, "-m", "rnnkit", "demo", "--epochs", "1", "--out", str(tmp_path / "demo"),
+               "--no-progress"]
+    import os
+
+    env = {**os.environ, "RNNKIT_OFFLINE": "1", "RNNKIT_DATA_DIR": str(tmp_path / "none")}
+    res = subprocess.run(env_cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert res.returncode == 0, res.stderr
+    assert "test accuracy" in res.stdout and "Predictions" in res.stdout
+    assert (tmp_path / "demo" / "run.json").exists()
