@@ -170,6 +170,10 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
     runio.atomic_write_bytes(run_dir / "history.jsonl",
                              "".join(json.dumps(r) + "\n" for r in loop["history"]).encode())
 
+    if cfg.rnn_dropout > 0 and cfg.num_layers == 1:
+        # torch would warn deep inside nn.LSTM; say it once, in the user's terms.
+        log(f"note: rnn_dropout={cfg.rnn_dropout} has no effect with num_layers=1 (it acts between stacked "
+            "layers); use embedding_dropout/head_dropout, or num_layers >= 2")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
         f"hidden {cfg.hidden_size}, pooling {cfg.pooling}, {n_params:,} parameters; device {device}")

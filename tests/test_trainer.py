@@ -117,3 +117,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(toy_csv, tmp_path):
     ha = [json.loads(l)["val_loss"] for l in (a.path / "history.jsonl").read_text().splitlines()]
     hb = [json.loads(l)["val_loss"] for l in (b.path / "history.jsonl").read_text().splitlines()]
     assert ha == hb
+
+
+def test_single_layer_rnn_dropout_is_reported(toy_csv, tmp_path):
+    lines = []
+    rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=1, rnn_dropout=0.5), log=lines.append)
+    assert any("has no effect with num_layers=1" in l for l in lines)
