@@ -103,6 +103,7 @@ class Config:
     # --- run --------------------------------------------------------------
     out: Optional[str] = None
     progress: bool = True
+    """Progress bars on a terminal (never written into logs or pipes)."""
 
     extra: dict = field(default_factory=dict)
     """Free-form notes saved with the run (ignored by training)."""

@@ -461,7 +461,7 @@ def download(remote: Remote, dest: Path, progress: bool = True, opener: Callable
             from tqdm.auto import tqdm
 
             with tqdm(total=total or None, unit="B", unit_scale=True, desc=f"download {dest.name}",
-                      disable=not progress, leave=False) as bar:
+                      disable=None if progress else True, leave=False) as bar:
                 for chunk in iter(lambda: resp.read(1 << 16), b""):
                     out.write(chunk)
                     bar.update(len(chunk))

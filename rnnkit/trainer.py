@@ -188,7 +188,7 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
         started = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(sampler, total=len(sampler), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=not cfg.progress, unit="batch", file=sys.stderr)
+                   disable=None if cfg.progress else True, unit="batch", file=sys.stderr)
         for index in bar:
             ids, lengths, y = data["train"].batch(index)
             ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
