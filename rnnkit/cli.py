@@ -66,12 +66,13 @@ def _parse_sets(pairs: List[str]) -> dict:
 def train(
     dataset: Optional[str] = typer.Option(None, help="Named dataset (words, surnames, names, nsmc) or a file/folder."),
     data_dir: Optional[str] = typer.Option(None, help="Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."),
-    config: Optional[Path] = typer.Option(None, help="TOML/YAML/JSON file of settings; flags override it."),
+    config: Optional[str] = typer.Option(None, help="TOML/YAML/JSON file of settings, or a named config "
+                                                      "(notes-nsmc); flags override it."),
     out: Optional[str] = typer.Option(None, help="Run folder to create (default runs/<dataset>-<cell>-<time>)."),
     resume: Optional[str] = typer.Option(None, help="Continue the unfinished run in this folder."),
     cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru."),
     backend: Optional[str] = typer.Option(None, help="torch (fused, fast) or scratch (rnnkit.nn, readable)."),
-    pooling: Optional[str] = typer.Option(None, help="last, max, mean or attention."),
+    pooling: Optional[str] = typer.Option(None, help="last, max, mean, maxmean or attention."),
     bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional"),
     num_layers: Optional[int] = typer.Option(None),
     embedding_dim: Optional[int] = typer.Option(None),
@@ -79,7 +80,10 @@ def train(
     rnn_dropout: Optional[float] = typer.Option(None, help="Between stacked layers (needs --num-layers >= 2)."),
     embedding_dropout: Optional[float] = typer.Option(None),
     head_dropout: Optional[float] = typer.Option(None),
-    tokenizer: Optional[str] = typer.Option(None, help="char or whitespace."),
+    tokenizer: Optional[str] = typer.Option(None, help="char, whitespace, syllable, kiwi, okt or sentencepiece."),
+    pos_tags: Optional[bool] = typer.Option(None, "--pos-tags/--no-pos-tags", help="kiwi/okt: tokens as form/TAG."),
+    min_freq: Optional[int] = typer.Option(None, help="Drop tokens seen fewer times in train."),
+    max_len: Optional[int] = typer.Option(None, help="Cut documents to this many tokens."),
     text_column: Optional[str] = typer.Option(None),
     label_column: Optional[str] = typer.Option(None),
     label_names: Optional[str] = typer.Option(None, help='JSON map of raw to shown labels, e.g. \'{"0":"neg","1":"pos"}\'.'),
@@ -99,14 +103,15 @@ def train(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
 ):
-    from .config import Config, load_config_file
+    from .config import resolve_config
     from .trainer import train as run_training
 
     flags = {
         "dataset": dataset, "data_dir": data_dir, "out": out, "cell": cell, "backend": backend, "pooling": pooling,
         "bidirectional": bidirectional, "num_layers": num_layers, "embedding_dim": embedding_dim,
         "hidden_size": hidden_size, "rnn_dropout": rnn_dropout, "embedding_dropout": embedding_dropout,
-        "head_dropout": head_dropout, "tokenizer": tokenizer, "text_column": text_column,
+        "head_dropout": head_dropout, "tokenizer": tokenizer, "pos_tags": pos_tags, "min_freq": min_freq,
+        "max_len": max_len, "text_column": text_column,
         "label_column": label_column, "label_names": label_names, "epochs": epochs, "batch_size": batch_size,
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "clip_grad": clip_grad,
         "early_stopping": early_stopping, "monitor": monitor, "class_weights": class_weights,
@@ -123,11 +128,7 @@ def train(
                               f"may change (got {', '.join(sorted(extra)) or '--config'})")
         run_training(resume=resume, **flags)
         return
-    cfg = Config()
-    if config:
-        cfg = cfg.update(load_config_file(config), source=str(config))
-    cfg = cfg.update(flags, source="command line")
-    run_training(cfg)
+    run_training(resolve_config(config, flags))
 
 
 @app.command(help="Score a run on a labelled split or file.\n\n"

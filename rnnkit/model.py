@@ -65,6 +65,7 @@ class SequenceClassifier(nn.Module):
       * ``last``: the final hidden state of each sequence -- forward direction
         at its last valid step, backward direction at step 0 (from ``h_n``);
       * ``max`` / ``mean``: over valid positions of the top layer's outputs;
+      * ``maxmean``: both, concatenated (``(B, 2*D*H)``);
       * ``attention``: a learned score per position, softmax over valid ones.
     """
 
@@ -74,8 +75,8 @@ class SequenceClassifier(nn.Module):
                  embedding_dropout: float = 0.1, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0):
         super().__init__()
-        if pooling not in ("last", "max", "mean", "attention"):
-            raise RnnkitError(f"pooling must be last, max, mean or attention; got {pooling!r}")
+        if pooling not in ("last", "max", "mean", "maxmean", "attention"):
+            raise RnnkitError(f"pooling must be last, max, mean, maxmean or attention; got {pooling!r}")
         self.cell, self.pooling = cell, pooling
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
@@ -84,7 +85,7 @@ class SequenceClassifier(nn.Module):
         out_size = hidden_size * (2 if bidirectional else 1)
         if pooling == "attention":
             self.attention = nn.Linear(out_size, 1)
-        self.fc1 = nn.Linear(out_size, head_hidden)
+        self.fc1 = nn.Linear(out_size * (2 if pooling == "maxmean" else 1), head_hidden)
         self.head_dropout = nn.Dropout(head_dropout)
         self.fc2 = nn.Linear(head_hidden, num_classes)
 
@@ -102,8 +103,11 @@ class SequenceClassifier(nn.Module):
         mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
         if self.pooling == "max":
             return out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
-        if self.pooling == "mean":
-            return out.sum(dim=1) / lengths.to(out.device, out.dtype)[:, None]
+        if self.pooling in ("mean", "maxmean"):
+            mean = out.sum(dim=1) / lengths.to(out.device, out.dtype)[:, None]
+            if self.pooling == "mean":
+                return mean
+            return torch.cat([out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1), mean], dim=-1)
         scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return torch.bmm(weights.unsqueeze(1), out).squeeze(1)

@@ -29,7 +29,8 @@ from .data import Splits, load_dataset
 from .errors import RnnkitError
 from .model import SequenceClassifier
 from .predict import Run, predict_proba
-from .tokenizers import make_tokenizer
+from .tokencache import tokenize_corpus
+from .tokenizers import build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
 
 
@@ -60,6 +61,17 @@ def _default_out(cfg: Config, name: str) -> Path:
     return Path("runs") / f"{stem}-{cfg.cell}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def tokenizer_settings(cfg: Config) -> dict:
+    """The tokenizer options of ``cfg`` that apply to its tokenizer."""
+    settings = {"name": cfg.tokenizer, "lowercase": cfg.lowercase, "normalize": cfg.normalize,
+                "squeeze_repeats": cfg.squeeze_repeats}
+    if cfg.tokenizer in ("kiwi", "okt"):
+        settings["pos_tags"] = cfg.pos_tags
+    if cfg.tokenizer == "sentencepiece":
+        settings["vocab_size"] = cfg.sp_vocab_size
+    return settings
+
+
 def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[Vectorizer] = None,
             log: Callable[[str], None] = _log_stderr):
     """Load the data, fit (or reuse) the vectorizer and encode every split once."""
@@ -77,16 +89,22 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
         label_names = cfg.label_names
         if label_names is None and cfg.dataset in DATASETS:
             label_names = DATASETS[cfg.dataset].label_names
-        tokenizer = make_tokenizer({"name": cfg.tokenizer, "lowercase": cfg.lowercase})
+        tokenizer = build_tokenizer(tokenizer_settings(cfg), splits.train.texts)
+    else:
+        tokenizer = vectorizer.tokenizer
+    tokens = {name: tokenize_corpus(tokenizer, splits[name].texts, cache=cfg.cache_tokens, progress=cfg.progress,
+                                    desc=f"{tokenizer.name} {name}", log=log)
+              for name in ("train", "val", "test") if len(splits[name])}
+    if vectorizer is None:
         vectorizer = Vectorizer.fit(splits.train.texts, splits.train.labels, tokenizer, cfg.min_freq,
-                                    cfg.max_vocab, cfg.max_len, cfg.add_bos_eos, label_names)
+                                    cfg.max_vocab, cfg.max_len, cfg.add_bos_eos, label_names, tokens=tokens["train"])
     encoded = {}
-    for name in ("train", "val", "test"):
-        part = splits[name]
-        if len(part) == 0:
-            continue
-        ids, lengths = vectorizer.encode_texts(part.texts)
-        encoded[name] = EncodedSplit(ids, lengths, vectorizer.encode_labels(part.labels, f"the {name} split"))
+    for name, toks in tokens.items():
+        ids, lengths, stats = vectorizer.encode_tokens(toks)
+        encoded[name] = EncodedSplit(ids, lengths, vectorizer.encode_labels(splits[name].labels, f"the {name} split"))
+        if stats["truncated"] or stats["empty"]:
+            log(f"data: {name}: {stats['truncated']:,} documents cut to max_len={cfg.max_len}, "
+                f"{stats['empty']:,} with no tokens")
     tr = encoded["train"]
     log(f"data: {splits.name or cfg.dataset}: train {len(splits.train)}, val {len(splits.val)}, "
         f"test {len(splits.test)}; {len(vectorizer.labels)} classes; vocabulary {len(vectorizer.vocab)} "
@@ -148,9 +166,12 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
     model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels)).to(device)
     optimizer = make_optimizer(cfg, model.parameters())
     mode = "min" if cfg.monitor == "val_loss" else "max"
-    scheduler = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_factor,
-                                                            patience=cfg.lr_patience)
-                 if cfg.scheduler == "plateau" else None)
+    scheduler = None
+    if cfg.scheduler == "plateau":
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.lr_factor,
+                                                               patience=cfg.lr_patience)
+    elif cfg.scheduler == "epoch":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.lr_factor)
     weight = None
     if cfg.class_weights:
         counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
@@ -220,8 +241,10 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             loop["bad_epochs"] += 1
-        if scheduler is not None:
+        if cfg.scheduler == "plateau":
             scheduler.step(metric)
+        elif scheduler is not None:
+            scheduler.step()
         loop["history"].append(row)
         loop["epoch"] = epoch
         loop["seconds"] += seconds

@@ -35,9 +35,11 @@ class Vectorizer:
     @classmethod
     def fit(cls, texts: Sequence[str], labels: Sequence[str], tokenizer: Tokenizer, min_freq: int = 1,
             max_vocab: Optional[int] = None, max_len: Optional[int] = None, add_bos_eos: bool = True,
-            label_names: Optional[dict] = None) -> "Vectorizer":
-        """Build both vocabularies from the training split only."""
-        vocab = Vocabulary.build(tokenizer.batch(texts), SPECIALS, min_freq, max_vocab)
+            label_names: Optional[dict] = None, tokens: Optional[Sequence[Sequence[str]]] = None) -> "Vectorizer":
+        """Build both vocabularies from the training split only (``tokens``: already tokenized texts)."""
+        if tokens is None:
+            tokens = tokenizer.batch(texts)
+        vocab = Vocabulary.build(tokens, SPECIALS, min_freq, max_vocab)
         label_vocab = Vocabulary(sorted(set(labels), key=_natural_key))
         if len(label_vocab) < 2:
             raise RnnkitError(f"training data has {len(label_vocab)} distinct label(s); a classifier needs at least 2")
@@ -51,27 +53,39 @@ class Vectorizer:
     def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``ids (n, max_len) int32`` zero-padded and ``lengths (n,) int64``.
 
-        Empty texts (after tokenization) are an error: an RNN cannot read a
-        zero-length sequence and a silent guess would hide bad input.
+        A text that is empty after tokenization is an error here: this is the
+        path user input takes, and a silent guess would hide bad input.
         """
-        bos, eos = self.vocab.bos_index, self.vocab.eos_index
-        rows = []
-        for i, text in enumerate(texts):
-            ids = self.vocab.encode(self.tokenizer(text))
-            if not ids:
+        tokens = self.tokenizer.batch(texts)
+        for i, (text, toks) in enumerate(zip(texts, tokens)):
+            if not toks:
                 raise RnnkitError(f"text #{i + 1} is empty after tokenization ({text!r}); remove it or give real text")
-            if self.max_len is not None:
-                ids = ids[: self.max_len]
-            if self.add_bos_eos:
-                ids = [bos, *ids, eos]
-            rows.append(ids)
-        if not rows:
+        ids, lengths, _ = self.encode_tokens(tokens)
+        return ids, lengths
+
+    def encode_tokens(self, tokens: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Encode tokenized documents; returns ``ids``, ``lengths`` and counts of what was changed.
+
+        Documents longer than ``max_len`` are cut (``stats["truncated"]``); a document
+        with no tokens becomes a single ``<unk>`` (``stats["empty"]``) so datasets with a
+        few blank reviews still train.
+        """
+        if not tokens:
             raise RnnkitError("no texts given")
+        bos, eos, unk = self.vocab.bos_index, self.vocab.eos_index, self.vocab.unk_index
+        rows, truncated, empty = [], 0, 0
+        for toks in tokens:
+            ids = self.vocab.encode(toks)
+            if not ids:
+                ids, empty = [unk], empty + 1
+            if self.max_len is not None and len(ids) > self.max_len:
+                ids, truncated = ids[: self.max_len], truncated + 1
+            rows.append([bos, *ids, eos] if self.add_bos_eos else ids)
         lengths = torch.tensor([len(r) for r in rows], dtype=torch.int64)
         out = torch.zeros(len(rows), int(lengths.max()), dtype=torch.int32)
         for i, r in enumerate(rows):
             out[i, : len(r)] = torch.as_tensor(r, dtype=torch.int32)
-        return out, lengths
+        return out, lengths, {"truncated": truncated, "empty": empty}
 
     def encode_labels(self, labels: Sequence[str], source: str = "data") -> torch.Tensor:
         known = self.labels._index

@@ -3,11 +3,15 @@
 import csv
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from rnnkit import Config
+
+# Token caches and downloads from tests go to a throw-away folder, never the user's cache.
+os.environ["RNNKIT_CACHE"] = tempfile.mkdtemp(prefix="rnnkit-test-cache-")
 
 SHARED_DATA = Path(os.environ.get("RNNKIT_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 

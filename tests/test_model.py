@@ -26,7 +26,7 @@ def test_column_gather_picks_last_valid_step():
     assert torch.equal(got, torch.stack([out[0, 1], out[1, 3]]))
 
 
-@pytest.mark.parametrize("pooling", ["last", "max", "mean", "attention"])
+@pytest.mark.parametrize("pooling", ["last", "max", "mean", "maxmean", "attention"])
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_extra_padding_never_changes_the_logits(pooling, cell, bidirectional):

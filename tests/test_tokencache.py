@@ -1,0 +1,33 @@
+from rnnkit.tokencache import tokenize_corpus
+from rnnkit.tokenizers import make_tokenizer
+
+
+def test_second_run_comes_from_cache_and_options_change_the_key(tmp_path):
+    texts = ["ㅋㅋㅋㅋㅋ 재밌다", "별로 였어요!!!!", "좋아요"]
+    tok = make_tokenizer({"name": "whitespace", "squeeze_repeats": 2})
+    logs = []
+    first = tokenize_corpus(tok, texts, cache_root=tmp_path, log=logs.append, progress=False)
+    assert first[0] == ["ㅋㅋ", "재밌다"] and first[1] == ["별로", "였어요!!"]
+    assert "docs/s" in logs[-1]
+    again = tokenize_corpus(tok, texts, cache_root=tmp_path, log=logs.append, progress=False)
+    assert again == first and "from cache" in logs[-1]
+    other = make_tokenizer({"name": "whitespace", "squeeze_repeats": 3})
+    tokenize_corpus(other, texts, cache_root=tmp_path, log=logs.append, progress=False)
+    assert "docs/s" in logs[-1]  # different settings: tokenized afresh
+    tokenize_corpus(tok, texts[:2], cache_root=tmp_path, log=logs.append, progress=False)
+    assert "docs/s" in logs[-1]  # different texts: tokenized afresh
+    assert len(list((tmp_path / "tokens").iterdir())) == 3
+
+
+def test_no_cache_writes_nothing(tmp_path):
+    tokenize_corpus(make_tokenizer("char"), ["ab"], cache=False, cache_root=tmp_path, log=lambda m: None,
+                    progress=False)
+    assert not (tmp_path / "tokens").exists()
+
+
+def test_damaged_entry_is_rebuilt(tmp_path):
+    tok = make_tokenizer("char")
+    tokenize_corpus(tok, ["ab"], cache_root=tmp_path, log=lambda m: None, progress=False)
+    entry = next((tmp_path / "tokens").iterdir())
+    entry.write_bytes(b"garbage")
+    assert tokenize_corpus(tok, ["ab"], cache_root=tmp_path, log=lambda m: None, progress=False) == [["a", "b"]]
