@@ -8,6 +8,7 @@ Targets (issue 2): surnames >= 0.77 test accuracy with the whole `train` in <= 2
 """
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -27,23 +28,36 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
     parser.add_argument("--tag", default="", help="suffix for the result file name")
+    parser.add_argument("--config", default=None, help="a config file or named config (e.g. notes-nsmc)")
     args = parser.parse_args()
 
     import rnnkit
+    from rnnkit.config import resolve_config
 
     overrides = dict(kv.split("=", 1) for kv in args.set)
     rows = []
     for seed in args.seeds:
         out = Path(tempfile.mkdtemp(prefix="rnnkit-bench-")) / "run"
-        cfg = rnnkit.Config(dataset=args.dataset, data_dir=args.data_dir, seed=seed, out=str(out), progress=False)
-        cfg = cfg.update(overrides, source="--set")
+        cfg = resolve_config(args.config, {"dataset": args.dataset, "data_dir": args.data_dir, "seed": seed,
+                                           "out": str(out), "progress": False, **overrides})
         started = time.perf_counter()
-        run = rnnkit.train(cfg)
+        epoch_ends = []
+
+        def log(message: str) -> None:
+            if message.startswith("epoch "):
+                epoch_ends.append(time.perf_counter())
+            print(message, file=sys.stderr, flush=True)
+
+        run = rnnkit.train(cfg, log=log)
         seconds = time.perf_counter() - started
+        history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
         rows.append({"seed": seed, "test_accuracy": run.metrics["test"]["accuracy"],
                      "test_macro_f1": run.metrics["test"]["macro_f1"], "val_accuracy": run.metrics["val"]["accuracy"],
                      "epochs": run.metrics["epochs_run"], "best_epoch": run.metrics["best_epoch"],
-                     "seconds": round(seconds, 1)})
+                     "seconds": round(seconds, 1),
+                     # Wall time from the start of `train` to the end of each epoch, for accuracy-vs-time plots.
+                     "curve": [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"],
+                                "wall_seconds": round(epoch_ends[i] - started, 1)} for i, h in enumerate(history)]})
         shutil.rmtree(out.parent, ignore_errors=True)
     accs = [r["test_accuracy"] for r in rows]
     summary = {"mean_test_accuracy": statistics.mean(accs),

@@ -27,7 +27,7 @@ def one(job):
     overrides, seed, dataset, data_dir, threads = job
     torch.set_num_threads(threads)
     out = Path(tempfile.mkdtemp(prefix="sweep-")) / "run"
-    cfg = rnnkit.Config(dataset=dataset, data_dir=data_dir, seed=seed, out=str(out), progress=False)
+    cfg = rnnkit.Config.for_dataset(dataset, data_dir=data_dir, seed=seed, out=str(out), progress=False)
     cfg = cfg.update(overrides)
     started = time.perf_counter()
     run = rnnkit.train(cfg, log=lambda m: None)

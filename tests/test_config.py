@@ -56,3 +56,25 @@ def test_toml_and_yaml_files(tmp_path):
 def test_dict_round_trip():
     cfg = Config(cell="gru", label_names={"0": "negative"})
     assert Config.from_dict(cfg.to_dict()) == cfg
+
+
+def test_dataset_defaults_then_file_then_flags(tmp_path):
+    from rnnkit.config import resolve_config
+
+    cfg = resolve_config(None, {"dataset": "nsmc"})
+    assert (cfg.tokenizer, cfg.cell, cfg.pooling, cfg.min_freq) == ("kiwi", "gru", "maxmean", 2)
+    (tmp_path / "c.toml").write_text('dataset = "nsmc"\ncell = "lstm"\n')
+    cfg = resolve_config(str(tmp_path / "c.toml"), {"hidden_size": 32})
+    assert (cfg.tokenizer, cfg.cell, cfg.hidden_size) == ("kiwi", "lstm", 32)
+    assert resolve_config(None, {"dataset": "surnames"}).tokenizer == "char"
+    assert Config.for_dataset("nsmc", epochs=1).epochs == 1
+
+
+def test_named_config_reproduces_the_study_notes():
+    from rnnkit.config import resolve_config
+
+    cfg = resolve_config("notes-nsmc", {})
+    assert (cfg.dataset, cfg.tokenizer, cfg.cell, cfg.embedding_dim, cfg.hidden_size, cfg.num_layers,
+            cfg.optimizer, cfg.lr, cfg.bidirectional) == ("nsmc", "okt", "lstm", 128, 64, 2, "rmsprop", 1e-3, False)
+    with pytest.raises(RnnkitError, match="unknown named config 'notes'"):
+        resolve_config("notes", {})

@@ -1,0 +1,64 @@
+"""Korean sentence classification end to end, on a tiny NSMC-format corpus (fast tokenizers only)."""
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+import rnnkit
+from rnnkit.data import load_dataset
+
+from conftest import tiny_config
+
+POS = ["정말 재밌어요", "최고의 영화", "감동적이다 ㅋㅋㅋㅋㅋ", "배우 연기 좋아요", "또 보고 싶다", "추천합니다!!!!"]
+NEG = ["시간 낭비", "최악의 영화", "지루하다", "돈이 아깝다", "별로였어요", "보다가 잤다"]
+
+
+@pytest.fixture
+def nsmc_root(tmp_path):
+    rng = random.Random(0)
+    root = tmp_path / "data"
+    (root / "nsmc").mkdir(parents=True)
+    for name, n in (("ratings_train.txt", 400), ("ratings_test.txt", 100)):
+        lines = ["id\tdocument\tlabel"]
+        for i in range(n):
+            label = i % 2
+            words = rng.sample(POS if label else NEG, 2)
+            lines.append(f"{i}\t{' '.join(words)}\t{label}")
+        lines.append(f"{n}\t\t1")  # the original files have a few empty documents
+        (root / "nsmc" / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+def test_nsmc_loader_skips_empty_documents_and_names_labels(nsmc_root):
+    splits = load_dataset("nsmc", str(nsmc_root))
+    assert len(splits.test) == 100 and len(splits.train) + len(splits.val) == 400
+    assert any("skipped 1 rows with empty text" in n for n in splits.notes)
+
+
+@pytest.mark.parametrize("tokenizer", ["syllable", "sentencepiece"])
+def test_train_and_predict_positive_negative(nsmc_root, tmp_path, tokenizer):
+    cfg = tiny_config("nsmc", tmp_path / "run", data_dir=str(nsmc_root), tokenizer=tokenizer, sp_vocab_size=60,
+                      squeeze_repeats=2, epochs=4, max_len=40)
+    run = rnnkit.train(cfg)
+    assert run.labels == ["negative", "positive"]
+    assert run.metrics["test"]["accuracy"] > 0.9
+    vec = json.loads((run.path / "vectorizer.json").read_text())
+    assert vec["tokenizer"]["name"] == tokenizer
+    if tokenizer == "sentencepiece":
+        assert vec["tokenizer"]["model"]  # the trained model travels inside the run folder
+    loaded = rnnkit.load(run.path)
+    assert [p.label for p in loaded.predict(["정말 재밌어요 최고", "최악 지루하다"])] == ["positive", "negative"]
+
+
+def test_cli_prints_positive_with_probability(nsmc_root, tmp_path):
+    cfg = tiny_config("nsmc", tmp_path / "run", data_dir=str(nsmc_root), tokenizer="syllable", epochs=4)
+    rnnkit.train(cfg)
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "predict", str(tmp_path / "run"), "이 영화 정말 재밌어요"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    text, top = res.stdout.strip().split("\t")
+    label, prob = top.split()
+    assert label == "positive" and 0.5 < float(prob) <= 1.0
