@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/rnnkit demo --out runs/demo-$$(date +%Y%m%d-%H%M%S)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=8
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/surnames.py --data-dir $(DATA_DIR)
