@@ -10,6 +10,10 @@ import pytest
 
 from rnnkit import Config
 
+# Tiny test models run fastest on one thread, and a second OpenMP team on a busy 2-core machine can
+# stall for minutes; set before torch is imported here or in any subprocess a test starts.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Token caches and downloads from tests go to a throw-away folder, never the user's cache.
 os.environ["RNNKIT_CACHE"] = tempfile.mkdtemp(prefix="rnnkit-test-cache-")
 

@@ -128,7 +128,7 @@ def test_demo_runs_offline(tmp_path, monkeypatch):
     import os
 
     env = {**os.environ, "RNNKIT_OFFLINE": "1", "RNNKIT_DATA_DIR": str(tmp_path / "none")}
-    res = subprocess.run(env_cmd, capture_output=True, text=True, env=env, timeout=240)
+    res = subprocess.run(env_cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr
     assert "test accuracy" in res.stdout and "Predictions" in res.stdout
     assert (tmp_path / "demo" / "run.json").exists()
