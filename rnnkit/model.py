@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .config import POOLINGS
 from .errors import RnnkitError
 
 MODEL_KEYS = (
@@ -75,8 +76,8 @@ class SequenceClassifier(nn.Module):
                  embedding_dropout: float = 0.1, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0):
         super().__init__()
-        if pooling not in ("last", "max", "mean", "maxmean", "attention"):
-            raise RnnkitError(f"pooling must be last, max, mean, maxmean or attention; got {pooling!r}")
+        if pooling not in POOLINGS:
+            raise RnnkitError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
         self.cell, self.pooling = cell, pooling
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.embedding_dropout = nn.Dropout(embedding_dropout)
@@ -101,13 +102,14 @@ class SequenceClassifier(nn.Module):
             return h_n[-1]
         out, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=ids.shape[1])
         mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < lengths.to(ids.device)[:, None]
-        if self.pooling == "max":
-            return out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
-        if self.pooling in ("mean", "maxmean"):
-            mean = out.sum(dim=1) / lengths.to(out.device, out.dtype)[:, None]
-            if self.pooling == "mean":
-                return mean
-            return torch.cat([out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1), mean], dim=-1)
+        if self.pooling in ("max", "mean", "maxmean"):
+            parts = []
+            if self.pooling != "mean":
+                parts.append(out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1))
+            if self.pooling != "max":
+                # pad_packed_sequence leaves zeros at padded steps, so a plain sum is the valid-step sum.
+                parts.append(out.sum(dim=1) / lengths.to(out.device, out.dtype)[:, None])
+            return torch.cat(parts, dim=-1)
         scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return torch.bmm(weights.unsqueeze(1), out).squeeze(1)
