@@ -289,6 +289,68 @@ def demo(
     typer.echo(f"\nRun saved in {run.path}. Try: rnnkit predict {run.path} bonjour --top-k 3")
 
 
+lab_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Seeded experiments that show what RNNs do: shapes, vanishing gradients, memory, dropout.\n\n"
+         "Each writes <out>/<name>.json and PNG plots; `rnnkit lab report <out>` gathers them.\n\n"
+         "Example: rnnkit lab memory --quick --out lab && rnnkit lab report lab",
+)
+app.add_typer(lab_app, name="lab")
+
+
+def _lab_command(name: str, summary: str):
+    @_guard
+    def command(
+        out: Path = typer.Option(Path("lab"), help="Folder for the JSON results and plots."),
+        quick: bool = typer.Option(False, "--quick", help="Small sizes: seconds instead of minutes."),
+        seed: int = typer.Option(0),
+    ):
+        from .lab import run_experiment
+
+        result = run_experiment(name, out, quick=quick, seed=seed, log=lambda m: typer.echo(m, err=True))
+        for finding in result.get("findings", []):
+            typer.echo(f"- {finding}")
+
+    command.__name__ = name
+    lab_app.command(name=name, help=f"{summary}.\n\nExample: rnnkit lab {name} --quick --out lab")(command)
+
+
+def _register_lab() -> None:
+    from .lab import EXPERIMENTS
+
+    for name, summary in EXPERIMENTS.items():
+        _lab_command(name, summary)
+
+
+_register_lab()
+
+
+@lab_app.command(name="all", help="Run every lab experiment, then write the report.\n\n"
+                                  "Example: rnnkit lab all --quick --out lab")
+@_guard
+def lab_all(
+    out: Path = typer.Option(Path("lab"), help="Folder for the JSON results and plots."),
+    quick: bool = typer.Option(False, "--quick", help="Small sizes: seconds instead of minutes."),
+    seed: int = typer.Option(0),
+):
+    from .lab import EXPERIMENTS, run_experiment
+    from .lab.report import build_report
+
+    for name in EXPERIMENTS:
+        run_experiment(name, out, quick=quick, seed=seed, log=lambda m: typer.echo(m, err=True))
+    typer.echo(f"report: {build_report(out)}")
+
+
+@lab_app.command(name="report", help="Gather the lab results in a folder into report.md.\n\n"
+                                     "Example: rnnkit lab report lab")
+@_guard
+def lab_report(folder: Path = typer.Argument(Path("lab"), help="Folder the experiments wrote into.")):
+    from .lab.report import build_report
+
+    typer.echo(f"report: {build_report(folder)}")
+
+
 def main() -> None:
     try:
         app()
