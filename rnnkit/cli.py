@@ -1,4 +1,4 @@
-"""The ``rnnkit`` command line: train, evaluate, predict, datasets, demo.
+"""The ``rnnkit`` command line: train, evaluate, predict, serve, export, lab, datasets, demo.
 
 Every user mistake ends as one line on stderr, ``error: <what> ; <fix>``, and
 exit status 2; nothing half-written is left behind.
@@ -287,6 +287,23 @@ def demo(
     for word, pred in zip(samples, run.predict(samples, top_k=2)):
         typer.echo(f"  {word:<12} " + ", ".join(f"{l} {p:.2f}" for l, p in pred.top))
     typer.echo(f"\nRun saved in {run.path}. Try: rnnkit predict {run.path} bonjour --top-k 3")
+
+
+@app.command(help="Serve a run over HTTP: JSON API at /predict, a web page at /, API docs at /docs.\n\n"
+                  "Example: rnnkit serve runs/surnames --port 8000\n\n"
+                  "  curl -s localhost:8000/predict -H 'content-type: application/json' "
+                  "-d '{\"texts\": [\"Nakamura\"], \"top_k\": 3}'")
+@_guard
+def serve(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the server to your network."),
+    port: int = typer.Option(8000, min=1, max=65535),
+    max_texts: int = typer.Option(256, min=1, help="Texts per request; more gets 413."),
+    max_chars: int = typer.Option(2000, min=1, help="Characters per text; more gets 413."),
+):
+    from .serve import Limits, serve as run_server
+
+    run_server(str(run_dir), host, port, Limits(max_texts=max_texts, max_chars=max_chars))
 
 
 lab_app = typer.Typer(

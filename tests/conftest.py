@@ -57,3 +57,18 @@ def shared_data():
     if not (SHARED_DATA / "surnames" / "surnames_with_splits.csv").exists():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}; set RNNKIT_DATA_DIR")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def toy_run(tmp_path_factory):
+    """A small trained run on the toy alphabet data (labels alpha/beta/gamma), shared by many tests."""
+    import rnnkit
+
+    tmp = tmp_path_factory.mktemp("toy-run")
+    path = tmp / "toy.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows(make_rows())
+    rnnkit.train(tiny_config(path, tmp / "run", epochs=4))
+    return tmp / "run"

@@ -9,20 +9,9 @@ from rnnkit.errors import RnnkitError
 from conftest import tiny_config
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    import csv
-
-    from conftest import make_rows
-
-    tmp = tmp_path_factory.mktemp("predict")
-    path = tmp / "toy.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(make_rows())
-    rnnkit.train(tiny_config(path, tmp / "run", epochs=4))
-    return tmp / "run"
+@pytest.fixture
+def trained(toy_run):
+    return toy_run
 
 
 def test_predict_top_k_probabilities(trained):

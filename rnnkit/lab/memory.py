@@ -150,6 +150,7 @@ def _plot(rows, lengths, path: Path) -> str:
     ax.axhline(1 / NUM_CLASSES, color="grey", linestyle="--", label="chance")
     ax.set_xscale("log")
     ax.set_xticks(lengths, [str(x) for x in lengths])
+    ax.minorticks_off()
     ax.set_xlabel("noise length L (key in the middle: L/2 steps from each end)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1.02)

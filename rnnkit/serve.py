@@ -1,0 +1,238 @@
+"""HTTP JSON API for a trained run (FastAPI), with a small web page at ``/``.
+
+    rnnkit serve runs/surnames            # http://127.0.0.1:8000, docs at /docs
+
+``POST /predict`` takes ``{"texts": [...], "top_k": 3}``. Texts from requests
+that arrive together are run through the model as one batch
+(:class:`MicroBatcher`): under load that is several times fewer forward passes
+than one per request, and a lone request waits at most ``max_wait_ms``.
+"""
+
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Optional
+
+import torch
+
+from .errors import RnnkitError
+from .predict import Run, predict_proba
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; beyond it the server answers 413 and keeps serving."""
+
+    max_texts: int = 256
+    max_chars: int = 2000
+    max_batch: int = 1024
+    """Texts per model call when requests are batched together."""
+    max_wait_ms: float = 2.0
+    """How long the first request of a batch waits for company."""
+
+
+@dataclass
+class _Job:
+    texts: list
+    top_k: int
+    future: asyncio.Future
+    ids: Optional[torch.Tensor] = None
+    lengths: Optional[torch.Tensor] = None
+
+
+class MicroBatcher:
+    """Run the texts of concurrent requests through the model in one forward pass.
+
+    Tokenizing and the forward pass happen on one worker thread, so the event
+    loop stays free to accept requests meanwhile; torch uses its own threads
+    inside the forward pass.
+    """
+
+    def __init__(self, run: Run, limits: Limits):
+        self.run, self.limits = run, limits
+        self.queue: Optional[asyncio.Queue] = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnkit-model")
+        self.batches = 0
+        self.texts = 0
+
+    async def start(self) -> None:
+        self.queue = asyncio.Queue()
+        self._task = asyncio.create_task(self._worker())
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        self.executor.shutdown(wait=False)
+
+    async def predict(self, texts: list, top_k: int) -> list:
+        job = _Job(texts, top_k, asyncio.get_running_loop().create_future())
+        await self.queue.put(job)
+        return await job.future
+
+    async def _worker(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            size = len(jobs[0].texts)
+            deadline = loop.time() + self.limits.max_wait_ms / 1000
+            while size < self.limits.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    job = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                jobs.append(job)
+                size += len(job.texts)
+            try:
+                results = await loop.run_in_executor(self.executor, self._forward, jobs)
+            except Exception as exc:  # a broken batch fails its requests, never the server
+                results = [exc] * len(jobs)
+            for job, result in zip(jobs, results):
+                if job.future.done():
+                    continue
+                if isinstance(result, Exception):
+                    job.future.set_exception(result)
+                else:
+                    job.future.set_result(result)
+
+    def _forward(self, jobs: list) -> list:
+        vectorizer, results = self.run.vectorizer, [None] * len(jobs)
+        ok = []
+        for i, job in enumerate(jobs):
+            try:
+                job.ids, job.lengths = vectorizer.encode_texts(job.texts)
+                ok.append((i, job))
+            except RnnkitError as exc:  # e.g. a text with no known characters: only its request fails
+                results[i] = exc
+        if ok:
+            width = max(j.ids.shape[1] for _, j in ok)
+            ids = torch.cat([torch.nn.functional.pad(j.ids, (0, width - j.ids.shape[1])) for _, j in ok])
+            lengths = torch.cat([j.lengths for _, j in ok])
+            probs = predict_proba(self.run.model, ids, lengths, self.limits.max_batch, self.run.device)
+            self.batches += 1
+            self.texts += len(lengths)
+            labels, start = self.run.labels, 0
+            for i, job in ok:
+                part = probs[start: start + len(job.texts)]
+                start += len(job.texts)
+                k = min(job.top_k, part.shape[1])
+                values, indices = part.topk(k, dim=1)
+                results[i] = [
+                    {"label": labels[ix[0]], "probability": round(v[0], 6),
+                     "top": [{"label": labels[j], "probability": round(p, 6)} for p, j in zip(v, ix)]}
+                    for v, ix in zip(values.tolist(), indices.tolist())
+                ]
+        return results
+
+
+def create_app(run: Run | str, limits: Optional[Limits] = None):
+    """The FastAPI application serving ``run`` (a loaded :class:`Run` or a run folder)."""
+    try:
+        from contextlib import asynccontextmanager
+
+        from fastapi import FastAPI, HTTPException, Request
+        from fastapi.exceptions import RequestValidationError
+        from fastapi.responses import HTMLResponse, JSONResponse
+        from pydantic import BaseModel, Field
+    except ImportError:
+        raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
+
+    if not isinstance(run, Run):
+        run = Run.load(run)
+    limits = limits or Limits()
+    batcher = MicroBatcher(run, limits)
+    started = time.time()
+
+    class PredictRequest(BaseModel):
+        texts: list[str] = Field(..., description=f"1 to {limits.max_texts} texts, each at most "
+                                                  f"{limits.max_chars} characters.",
+                                 examples=[["Nakamura", "Schmidt"]])
+        top_k: int = Field(1, ge=1, le=1000, description="How many labels to return per text, best first.")
+
+    class Label(BaseModel):
+        label: str
+        probability: float
+
+    class PredictionOut(BaseModel):
+        label: str
+        probability: float
+        top: list[Label]
+
+    class PredictResponse(BaseModel):
+        predictions: list[PredictionOut]
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="rnnkit", version=_version(), lifespan=lifespan,
+                  description=f"Predictions from the rnnkit run `{run.path.name}` "
+                              f"({run.config.cell}, {len(run.labels)} classes).")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse(status_code=422, content={"detail": f"invalid request: {problems}. "
+                                                                f'Send JSON like {{"texts": ["..."], "top_k": 3}}'})
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        return resources.files("rnnkit").joinpath("static/index.html").read_text(encoding="utf-8")
+
+    @app.get("/health")
+    async def health():
+        """Liveness plus what is being served."""
+        test = run.metrics.get("test") or {}
+        return {"status": "ok", "run": run.path.name, "dataset": run.config.dataset, "cell": run.config.cell,
+                "labels": run.labels, "test_accuracy": test.get("accuracy"),
+                "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
+                "uptime_seconds": round(time.time() - started, 1),
+                "batches": batcher.batches, "texts": batcher.texts}
+
+    @app.post("/predict", response_model=PredictResponse,
+              responses={413: {"description": "Too many texts or a text too long"},
+                         422: {"description": "Malformed request or empty text"}})
+    async def predict(body: PredictRequest):
+        """Labels and probabilities for each text, best first."""
+        if not body.texts:
+            raise HTTPException(422, "texts is empty; send at least one text")
+        if len(body.texts) > limits.max_texts:
+            raise HTTPException(413, f"{len(body.texts)} texts in one request; the limit is {limits.max_texts}, "
+                                     "split them into several requests")
+        for i, text in enumerate(body.texts):
+            if len(text) > limits.max_chars:
+                raise HTTPException(413, f"text #{i + 1} has {len(text)} characters; the limit is "
+                                         f"{limits.max_chars}")
+            if not text.strip():
+                raise HTTPException(422, f"text #{i + 1} is empty; send non-empty text")
+        try:
+            predictions = await batcher.predict(body.texts, body.top_k)
+        except RnnkitError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"predictions": predictions}
+
+    app.state.run, app.state.batcher, app.state.limits = run, batcher, limits
+    return app
+
+
+def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
+          log_level: str = "info") -> None:
+    """Load ``run_dir`` and serve it with uvicorn until interrupted."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
+    app = create_app(run_dir, limits)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__

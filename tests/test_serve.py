@@ -1,0 +1,120 @@
+"""rnnkit serve: the JSON API, its limits and error answers, batching, and the CLI."""
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+import rnnkit  # noqa: E402
+from rnnkit.serve import Limits, create_app  # noqa: E402
+
+
+@pytest.fixture
+def client(toy_run):
+    with TestClient(create_app(toy_run, Limits(max_texts=4, max_chars=50))) as c:
+        yield c
+
+
+def test_health_and_openapi(client):
+    h = client.get("/health").json()
+    assert h["status"] == "ok" and h["labels"] == ["alpha", "beta", "gamma"]
+    assert h["limits"] == {"max_texts": 4, "max_chars": 50}
+    schema = client.get("/openapi.json").json()
+    assert "/predict" in schema["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_predict_matches_python_api(client, toy_run):
+    r = client.post("/predict", json={"texts": ["abcdefg", "hijklmn", "opqrstu"], "top_k": 2})
+    assert r.status_code == 200
+    preds = r.json()["predictions"]
+    assert [p["label"] for p in preds] == ["alpha", "beta", "gamma"]
+    local = rnnkit.load(toy_run).predict(["abcdefg", "hijklmn", "opqrstu"], top_k=2)
+    for p, q in zip(preds, local):
+        assert len(p["top"]) == 2
+        assert p["probability"] == pytest.approx(q.probability, abs=1e-5)
+        assert p["top"][0]["label"] == p["label"]
+
+
+def test_bad_requests_get_clear_answers_and_server_keeps_serving(client):
+    cases = [
+        (dict(content=b"{not json", headers={"content-type": "application/json"}), 422, "invalid request"),
+        (dict(json={"text": ["abc"]}), 422, "texts"),
+        (dict(json={"texts": "abc"}), 422, "texts"),
+        (dict(json={"texts": []}), 422, "empty"),
+        (dict(json={"texts": ["abc"], "top_k": 0}), 422, "top_k"),
+        (dict(json={"texts": ["abc"] * 5}), 413, "limit is 4"),
+        (dict(json={"texts": ["a" * 51]}), 413, "limit is 50"),
+        (dict(json={"texts": ["   "]}), 422, "empty"),
+    ]
+    for kwargs, status, words in cases:
+        r = client.post("/predict", **kwargs)
+        assert r.status_code == status, (kwargs, r.text)
+        assert words in r.json()["detail"], (kwargs, r.json())
+        assert client.post("/predict", json={"texts": ["abc"]}).status_code == 200
+
+
+def test_concurrent_requests_share_forward_passes(toy_run):
+    import httpx
+
+    app = create_app(toy_run, Limits(max_wait_ms=20))
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+                texts = [f"{'abcdefg'[i % 7:]}x" for i in range(40)]
+                answers = await asyncio.gather(*(c.post("/predict", json={"texts": [t]}) for t in texts))
+        return texts, answers
+
+    texts, answers = asyncio.run(main())
+    assert all(a.status_code == 200 for a in answers)
+    batcher = app.state.batcher
+    assert batcher.texts == 40 and batcher.batches < 40 / 2, "requests were batched together"
+    local = rnnkit.load(toy_run).predict(texts)
+    assert [a.json()["predictions"][0]["label"] for a in answers] == [p.label for p in local]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_serve_binds_loopback_and_answers(toy_run):
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", str(toy_run), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(200):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None:
+                    pytest.fail(proc.stdout.read())
+                time.sleep(0.1)
+        assert r.json()["status"] == "ok"
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["hijklmn"], "top_k": 3})
+        assert r.json()["predictions"][0]["label"] == "beta"
+        assert "text/html" in httpx.get(f"http://127.0.0.1:{port}/").headers["content-type"]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=30)[0]
+    assert "127.0.0.1" in out
+
+
+def test_cli_serve_refuses_a_missing_run(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "serve", str(tmp_path / "nope")],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.startswith("error:")
