@@ -306,6 +306,22 @@ def serve(
     run_server(str(run_dir), host, port, Limits(max_texts=max_texts, max_chars=max_chars))
 
 
+@app.command(help="Export a run as ONNX (verified with onnxruntime) or TorchScript, with its vectorizer.\n\n"
+                  "Example: rnnkit export runs/surnames --format onnx --out exports/surnames")
+@_guard
+def export(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    format: str = typer.Option("onnx", "--format", "-f", help="onnx or torchscript."),
+    out: Optional[Path] = typer.Option(None, help="Folder to create (default <run_dir>-<format>)."),
+):
+    from .export import export_run
+
+    out = out or run_dir.with_name(f"{run_dir.name}-{format}")
+    info = export_run(run_dir, out, format)
+    typer.echo(f"exported {out / info['file']} ({format}); largest difference from PyTorch on random "
+               f"mixed-length batches: {info['max_abs_difference_vs_pytorch']:.1e}")
+
+
 lab_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,

@@ -118,3 +118,20 @@ def test_cli_serve_refuses_a_missing_run(tmp_path):
     res = subprocess.run([sys.executable, "-m", "rnnkit", "serve", str(tmp_path / "nope")],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.startswith("error:")
+
+
+def test_serve_refuses_a_tampered_run(toy_run, tmp_path):
+    import shutil
+
+    from rnnkit.errors import RnnkitError
+
+    bad = tmp_path / "run"
+    shutil.copytree(toy_run, bad)
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(RnnkitError, match="model.safetensors"):
+        create_app(bad)
+    (bad / "model.safetensors").unlink()
+    with pytest.raises(RnnkitError, match="model.safetensors"):
+        create_app(bad)

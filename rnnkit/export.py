@@ -1,0 +1,233 @@
+"""Export a run for use outside rnnkit: ONNX (checked with onnxruntime) or TorchScript.
+
+    rnnkit export runs/surnames --format onnx --out exports/surnames
+
+The exported graph takes ``ids (batch, seq) int64`` and ``lengths (batch,)
+int64`` (any batch size, any sequence length) and returns ``probabilities
+(batch, classes)``. ``vectorizer.json`` (tokenizer settings, vocabulary, labels)
+goes beside it, so a consumer can turn text into ids the same way.
+
+ONNX has no packed sequences, so :class:`PaddedClassifier` computes the same
+function on a padded batch: the forward direction reads the padded rows as
+they are (padding comes after the last valid step, so valid outputs are
+unaffected) and the backward direction reads each row *reversed within its
+length*, which puts its valid steps first too.
+
+TorchScript (``torch.jit.trace``) is the second format: it keeps ``aten::lstm``
+as one op, so any sequence length works. ``torch.export`` does not serve here:
+it unrolls the recurrent layers and fixes the sequence length at export time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .errors import RnnkitError
+from .model import SequenceClassifier
+
+FORMATS = ("onnx", "torchscript")
+OPSET = 17
+
+
+def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first ``lengths[b]`` steps of ``x (B, T, F)``, leaving padding in place."""
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    last = (lengths.unsqueeze(1) - 1).to(steps.dtype)
+    index = torch.where(steps <= last, last - steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
+
+class PaddedClassifier(nn.Module):
+    """:class:`SequenceClassifier`'s inference function on padded batches, without packing.
+
+    ``forward(ids (B, T) int64, lengths (B,) int64) -> probabilities (B, C)``.
+    Built from a trained classifier; the weights are shared, not copied.
+    """
+
+    def __init__(self, model: SequenceClassifier):
+        super().__init__()
+        rnn = model.rnn
+        self.cell, self.pooling = model.cell, model.pooling
+        self.bidirectional, self.num_layers = rnn.bidirectional, rnn.num_layers
+        self.embedding, self.fc1, self.fc2 = model.embedding, model.fc1, model.fc2
+        self.attention = getattr(model, "attention", None)
+        layer_type = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[model.cell]
+        state = rnn.state_dict()
+        self.layers = nn.ModuleList()
+        for layer in range(self.num_layers):
+            for suffix in ("", "_reverse")[: 2 if self.bidirectional else 1]:
+                in_size = rnn.input_size if layer == 0 else rnn.hidden_size * (2 if self.bidirectional else 1)
+                kwargs = {"nonlinearity": rnn.nonlinearity} if model.cell == "rnn" else {}
+                one = layer_type(in_size, rnn.hidden_size, batch_first=True, **kwargs)
+                one.load_state_dict({f"{name}_l0": state[f"{name}_l{layer}{suffix}"]
+                                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
+                self.layers.append(one)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(ids)
+        directions = 2 if self.bidirectional else 1
+        for layer in range(self.num_layers):
+            forward_out = self.layers[layer * directions](x)[0]
+            if self.bidirectional:
+                backward = self.layers[layer * directions + 1](reverse_within_length(x, lengths))[0]
+                x = torch.cat([forward_out, reverse_within_length(backward, lengths)], dim=-1)
+            else:
+                x = forward_out
+        mask = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
+        if self.pooling == "last":
+            h = x.shape[-1] // directions
+            last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+            pooled = x.gather(1, last).squeeze(1)[:, :h]
+            if self.bidirectional:
+                pooled = torch.cat([pooled, x[:, 0, h:]], dim=-1)
+        elif self.pooling == "attention":
+            scores = self.attention(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+            pooled = torch.bmm(torch.softmax(scores, dim=1).unsqueeze(1), x).squeeze(1)
+        else:
+            parts = []
+            if self.pooling != "mean":
+                parts.append(x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1))
+            if self.pooling != "max":
+                summed = x.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1)
+                parts.append(summed / lengths.unsqueeze(1).to(x.dtype))
+            pooled = torch.cat(parts, dim=-1)
+        return torch.softmax(self.fc2(torch.relu(self.fc1(pooled))), dim=-1)
+
+
+def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int = 0):
+    """Random ids/lengths of mixed lengths (one row at full length), padding zeroed."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, max_len + 1, (batch,), generator=g)
+    lengths[0] = max_len
+    ids = torch.randint(4, max(vocab_size, 5), (batch, max_len), generator=g)
+    ids[torch.arange(max_len).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
+    return ids, lengths
+
+
+def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Path:
+    """Write ``model`` in ``fmt`` to ``path``; returns the path."""
+    padded = PaddedClassifier(model.cpu().eval()).eval()
+    ids, lengths = example_batch(model.embedding.num_embeddings)
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise RnnkitError("ONNX export needs onnx: pip install 'rnnkit[export]'") from None
+        tmp = path.with_name(path.name + ".tmp")
+        torch.onnx.export(padded, (ids, lengths), str(tmp), input_names=["ids", "lengths"],
+                          output_names=["probabilities"], opset_version=OPSET, dynamo=False,
+                          dynamic_axes={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"},
+                                        "probabilities": {0: "batch"}})
+        tmp.replace(path)
+    elif fmt == "torchscript":
+        import warnings
+
+        with warnings.catch_warnings():
+            # trace warns about Python values it freezes; the graph has none that depend on shapes.
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(padded, (ids, lengths))
+        tmp = path.with_name(path.name + ".tmp")
+        torch.jit.save(traced, str(tmp))
+        tmp.replace(path)
+    else:
+        raise RnnkitError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    return path
+
+
+def onnx_session(path: Path):
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise RnnkitError("checking an ONNX export needs onnxruntime: pip install 'rnnkit[export]'") from None
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def max_difference(model: SequenceClassifier, path: Path, fmt: str, trials: int = 5) -> float:
+    """Largest |exported - PyTorch| probability over random mixed-length batches."""
+    from .predict import predict_proba
+
+    session = onnx_session(path) if fmt == "onnx" else None
+    program = torch.jit.load(str(path)) if fmt == "torchscript" else None
+    worst = 0.0
+    for trial in range(trials):
+        ids, lengths = example_batch(model.embedding.num_embeddings, batch=3 + 4 * trial,
+                                     max_len=[7, 31, 2, 60, 15][trial % 5], seed=trial + 1)
+        expected = predict_proba(model, ids, lengths, batch_size=len(ids))
+        if session is not None:
+            got = torch.from_numpy(session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})[0])
+        else:
+            with torch.no_grad():
+                got = program(ids, lengths)
+        worst = max(worst, float((got - expected).abs().max()))
+    return worst
+
+
+def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict:
+    """Export a run folder to ``out`` (model file, vectorizer.json, export.json) and verify it."""
+    from .predict import Run
+
+    if fmt not in FORMATS:
+        raise RnnkitError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    run = Run.load(run_dir)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise RnnkitError(f"output folder {out} is not empty; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    name = "model.onnx" if fmt == "onnx" else "model.torchscript.pt"
+    try:
+        model_path = export_model(run.model, out / name, fmt)
+        diff = max_difference(run.model, model_path, fmt)
+        if not diff <= tolerance:
+            raise RnnkitError(f"the exported model differs from PyTorch by {diff:.2e} (> {tolerance:g}); "
+                              "please report this with the run's config.json")
+        shutil.copyfile(Path(run_dir) / "vectorizer.json", out / "vectorizer.json")
+        info = {
+            "format": fmt, "file": name, "opset": OPSET if fmt == "onnx" else None,
+            "inputs": {"ids": "int64 (batch, seq), 0 = padding, ids from vectorizer.json's vocabulary "
+                              "(with <bos>/<eos> around each text when add_bos_eos is true)",
+                       "lengths": "int64 (batch,), number of valid ids in each row (>= 1)"},
+            "outputs": {"probabilities": "float32 (batch, classes), columns in the order of labels"},
+            "labels": run.labels,
+            "max_abs_difference_vs_pytorch": diff,
+            "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
+            "source_run": str(Path(run_dir).resolve()),
+            "config": {k: getattr(run.config, k) for k in ("cell", "bidirectional", "num_layers", "pooling")},
+        }
+        (out / "export.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except Exception:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return info
+
+
+def load_onnx(folder) -> "OnnxClassifier":
+    """An exported ONNX folder as a text classifier that needs no PyTorch model code."""
+    return OnnxClassifier(folder)
+
+
+class OnnxClassifier:
+    """Text in, probabilities out, through onnxruntime and the exported vectorizer."""
+
+    def __init__(self, folder):
+        from .vectorizer import Vectorizer
+
+        folder = Path(folder)
+        info_path = folder / "export.json"
+        if not info_path.is_file():
+            raise RnnkitError(f"{folder} has no export.json; make it with `rnnkit export RUN --out {folder}`")
+        self.info = json.loads(info_path.read_text(encoding="utf-8"))
+        self.vectorizer = Vectorizer.from_dict(json.loads((folder / "vectorizer.json").read_text(encoding="utf-8")))
+        self.session = onnx_session(folder / self.info["file"])
+
+    def predict_proba(self, texts: list[str]):
+        ids, lengths = self.vectorizer.encode_texts(texts)
+        return self.session.run(None, {"ids": ids.long().numpy(), "lengths": lengths.numpy()})[0]
