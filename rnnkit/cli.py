@@ -316,6 +316,7 @@ def export(
 ):
     from .export import export_run
 
+    run_dir = run_dir.resolve()
     out = out or run_dir.with_name(f"{run_dir.name}-{format}")
     info = export_run(run_dir, out, format)
     typer.echo(f"exported {out / info['file']} ({format}); largest difference from PyTorch on random "

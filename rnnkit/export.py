@@ -48,7 +48,9 @@ class PaddedClassifier(nn.Module):
     """:class:`SequenceClassifier`'s inference function on padded batches, without packing.
 
     ``forward(ids (B, T) int64, lengths (B,) int64) -> probabilities (B, C)``.
-    Built from a trained classifier; the weights are shared, not copied.
+    Built from a trained classifier: embedding, attention and head are shared
+    with it; each recurrent layer and direction is copied into its own
+    one-layer, one-direction torch RNN.
     """
 
     def __init__(self, model: SequenceClassifier):
@@ -113,7 +115,9 @@ def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int 
 
 def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Path:
     """Write ``model`` in ``fmt`` to ``path``; returns the path."""
-    padded = PaddedClassifier(model.cpu().eval()).eval()
+    import copy
+
+    padded = PaddedClassifier(copy.deepcopy(model).cpu().eval()).eval()
     ids, lengths = example_batch(model.embedding.num_embeddings)
     if fmt == "onnx":
         try:
@@ -121,10 +125,15 @@ def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Pa
         except ImportError:
             raise RnnkitError("ONNX export needs onnx: pip install 'rnnkit[export]'") from None
         tmp = path.with_name(path.name + ".tmp")
+        import inspect
+
+        # The TorchScript-based exporter writes nn.LSTM/GRU/RNN as single ONNX ops with a free
+        # sequence length; newer torch defaults to the dynamo exporter, so ask for it by name.
+        extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         torch.onnx.export(padded, (ids, lengths), str(tmp), input_names=["ids", "lengths"],
-                          output_names=["probabilities"], opset_version=OPSET, dynamo=False,
+                          output_names=["probabilities"], opset_version=OPSET,
                           dynamic_axes={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"},
-                                        "probabilities": {0: "batch"}})
+                                        "probabilities": {0: "batch"}}, **extra)
         tmp.replace(path)
     elif fmt == "torchscript":
         import warnings
@@ -153,8 +162,11 @@ def onnx_session(path: Path):
 
 def max_difference(model: SequenceClassifier, path: Path, fmt: str, trials: int = 5) -> float:
     """Largest |exported - PyTorch| probability over random mixed-length batches."""
+    import copy
+
     from .predict import predict_proba
 
+    model = copy.deepcopy(model).cpu()
     session = onnx_session(path) if fmt == "onnx" else None
     program = torch.jit.load(str(path)) if fmt == "torchscript" else None
     worst = 0.0
@@ -179,8 +191,11 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
         raise RnnkitError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     run = Run.load(run_dir)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"--out {out} is a file; give a folder to create")
     if out.exists() and any(out.iterdir()):
         raise RnnkitError(f"output folder {out} is not empty; choose another --out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     name = "model.onnx" if fmt == "onnx" else "model.torchscript.pt"
     try:
@@ -203,8 +218,12 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             "config": {k: getattr(run.config, k) for k in ("cell", "bidirectional", "num_layers", "pooling")},
         }
         (out / "export.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    except Exception:
-        shutil.rmtree(out, ignore_errors=True)
+    except BaseException:  # Ctrl-C included: leave no half-written export behind
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        else:
+            for child in out.iterdir():
+                child.unlink()
         raise
     return info
 

@@ -33,6 +33,11 @@ class Limits:
     max_wait_ms: float = 2.0
     """How long the first request of a batch waits for company."""
 
+    @property
+    def max_body_bytes(self) -> int:
+        # Room for max_texts texts of max_chars 4-byte characters, JSON-escaped, plus slack.
+        return self.max_texts * (self.max_chars * 6 + 16) + 65536
+
 
 @dataclass
 class _Job:
@@ -54,19 +59,37 @@ class MicroBatcher:
     def __init__(self, run: Run, limits: Limits):
         self.run, self.limits = run, limits
         self.queue: Optional[asyncio.Queue] = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnkit-model")
+        self.executor: Optional[ThreadPoolExecutor] = None
+        self._task: Optional[asyncio.Task] = None
         self.batches = 0
         self.texts = 0
 
     async def start(self) -> None:
+        """Start the worker (again, after :meth:`stop`); called by the app's lifespan."""
+        if self._task is not None and not self._task.done():
+            return
         self.queue = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnkit-model")
         self._task = asyncio.create_task(self._worker())
 
     async def stop(self) -> None:
+        """Stop the worker; requests still waiting get an error instead of hanging."""
+        if self._task is None:
+            return
         self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        while not self.queue.empty():
+            job = self.queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(RnnkitError("the server is shutting down"))
         self.executor.shutdown(wait=False)
+        self._task = None
 
     async def predict(self, texts: list, top_k: int) -> list:
+        await self.start()  # no-op when running; lets the app work without its lifespan too
         job = _Job(texts, top_k, asyncio.get_running_loop().create_future())
         await self.queue.put(job)
         return await job.future
@@ -89,6 +112,11 @@ class MicroBatcher:
                 size += len(job.texts)
             try:
                 results = await loop.run_in_executor(self.executor, self._forward, jobs)
+            except asyncio.CancelledError:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(RnnkitError("the server is shutting down"))
+                raise
             except Exception as exc:  # a broken batch fails its requests, never the server
                 results = [exc] * len(jobs)
             for job, result in zip(jobs, results):
@@ -106,8 +134,9 @@ class MicroBatcher:
             try:
                 job.ids, job.lengths = vectorizer.encode_texts(job.texts)
                 ok.append((i, job))
-            except RnnkitError as exc:  # e.g. a text with no known characters: only its request fails
-                results[i] = exc
+            except Exception as exc:  # a text the tokenizer rejects fails only its own request
+                results[i] = exc if isinstance(exc, RnnkitError) else RnnkitError(
+                    f"could not tokenize the texts ({type(exc).__name__}: {exc})")
         if ok:
             width = max(j.ids.shape[1] for _, j in ok)
             ids = torch.cat([torch.nn.functional.pad(j.ids, (0, width - j.ids.shape[1])) for _, j in ok])
@@ -175,6 +204,16 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
                   description=f"Predictions from the rnnkit run `{run.path.name}` "
                               f"({run.config.cell}, {len(run.labels)} classes).")
 
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        # Refuse oversized bodies before reading them; the per-text checks below need the parsed JSON.
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
+            return JSONResponse(status_code=413, content={
+                "detail": f"request body of {int(size):,} bytes is too large (limit {limits.max_body_bytes:,}); "
+                          f"send at most {limits.max_texts} texts of at most {limits.max_chars} characters"})
+        return await call_next(request)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -211,6 +250,11 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
                                          f"{limits.max_chars}")
             if not text.strip():
                 raise HTTPException(422, f"text #{i + 1} is empty; send non-empty text")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise HTTPException(422, f"text #{i + 1} is not valid Unicode (a lone surrogate such as "
+                                         "\\ud800); send UTF-8 text") from None
         try:
             predictions = await batcher.predict(body.texts, body.top_k)
         except RnnkitError as exc:

@@ -40,17 +40,22 @@ def test_padded_classifier_equals_packed_model(backend, pooling):
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_onnx_runtime_equals_pytorch(tmp_path, cell, bidirectional):
+    # Each cell x direction with a different pooling, so every pooling goes through onnxruntime.
+    pooling = {("rnn", False): "last", ("rnn", True): "attention", ("lstm", False): "maxmean",
+               ("lstm", True): "last", ("gru", False): "attention", ("gru", True): "maxmean"}[cell, bidirectional]
     torch.manual_seed(1)
     model = SequenceClassifier(50, 4, cell=cell, embedding_dim=8, hidden_size=6, num_layers=2,
-                               bidirectional=bidirectional, pooling="maxmean").eval()
+                               bidirectional=bidirectional, pooling=pooling).eval()
     path = export_model(model, tmp_path / "m.onnx", "onnx")
     assert max_difference(model, path, "onnx", trials=5) < 1e-4
+    assert not model.training, "export leaves the caller's model alone"
 
 
-def test_torchscript_equals_pytorch(tmp_path):
+@pytest.mark.parametrize("cell,pooling", [("lstm", "last"), ("gru", "attention"), ("rnn", "mean")])
+def test_torchscript_equals_pytorch(tmp_path, cell, pooling):
     torch.manual_seed(2)
-    model = SequenceClassifier(50, 4, cell="lstm", embedding_dim=8, hidden_size=6, bidirectional=True,
-                               pooling="last").eval()
+    model = SequenceClassifier(50, 4, cell=cell, embedding_dim=8, hidden_size=6, bidirectional=True,
+                               pooling=pooling).eval()
     path = export_model(model, tmp_path / "m.pt", "torchscript")
     assert max_difference(model, path, "torchscript", trials=5) < 1e-4
 
@@ -79,3 +84,7 @@ def test_cli_export_and_bad_format(toy_run, tmp_path):
                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "onnx, torchscript" in res.stderr
     assert not (tmp_path / "x").exists(), "nothing half-written"
+    (tmp_path / "file").write_text("x")
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "export", str(toy_run), "--out", str(tmp_path / "file")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "is a file" in res.stderr

@@ -54,6 +54,9 @@ def test_bad_requests_get_clear_answers_and_server_keeps_serving(client):
         (dict(json={"texts": ["abc"] * 5}), 413, "limit is 4"),
         (dict(json={"texts": ["a" * 51]}), 413, "limit is 50"),
         (dict(json={"texts": ["   "]}), 422, "empty"),
+        (dict(content=b'{"texts": ["ab\\ud800"]}', headers={"content-type": "application/json"}), 422, "Unicode"),
+        (dict(content=b'{"texts": ["' + b"a" * 2_000_000 + b'"]}', headers={"content-type": "application/json"}),
+         413, "too large"),
     ]
     for kwargs, status, words in cases:
         r = client.post("/predict", **kwargs)
@@ -96,7 +99,8 @@ def test_cli_serve_binds_loopback_and_answers(toy_run):
     proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", str(toy_run), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for _ in range(200):
+        r = None
+        for _ in range(300):
             try:
                 r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
                 break
@@ -104,6 +108,7 @@ def test_cli_serve_binds_loopback_and_answers(toy_run):
                 if proc.poll() is not None:
                     pytest.fail(proc.stdout.read())
                 time.sleep(0.1)
+        assert r is not None, "the server did not answer within 30 s"
         assert r.json()["status"] == "ok"
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["hijklmn"], "top_k": 3})
         assert r.json()["predictions"][0]["label"] == "beta"
@@ -135,3 +140,12 @@ def test_serve_refuses_a_tampered_run(toy_run, tmp_path):
     (bad / "model.safetensors").unlink()
     with pytest.raises(RnnkitError, match="model.safetensors"):
         create_app(bad)
+
+
+def test_app_survives_restart_and_runs_without_lifespan(toy_run):
+    app = create_app(toy_run)
+    for _ in range(2):  # startup, shutdown, startup again: the batcher restarts
+        with TestClient(app) as c:
+            assert c.post("/predict", json={"texts": ["abc"]}).status_code == 200
+    bare = TestClient(create_app(toy_run))  # no `with`: no lifespan events
+    assert bare.post("/predict", json={"texts": ["hij"]}).json()["predictions"][0]["label"] == "beta"

@@ -126,7 +126,9 @@ def run(out: Path, quick: bool = False, seed: int = 0, log=print) -> dict:
         f"nn.LSTM with dropout=0.5 and one layer gives outputs identical to dropout=0 "
         f"(max difference {mech['lstm_dropout_0.5_vs_0'][1]['max_abs_difference']:.3g}); with two layers "
         f"they differ ({mech['lstm_dropout_0.5_vs_0'][2]['max_abs_difference']:.3g}).",
-        f"Training with inter-layer dropout 0.3 and one layer gave the same validation curve as no dropout: {same}.",
+        "rnnkit passes dropout=0 to a one-layer RNN (torch would ignore it anyway, as measured above) and "
+        f"logs a note; training with rnn_dropout=0.3 and one layer gave the same validation curve as "
+        f"no dropout: {same}.",
     ] + [f"{r['variant']}: train {r['train_accuracy']:.3f}, val {r['val_accuracy']:.3f}" for r in rows]
     return {"mechanics": mech, "settings": {**settings, "base": BASE}, "results": rows,
             "one_layer_inter_layer_dropout_is_a_no_op": same, "figures": [figure], "findings": findings}

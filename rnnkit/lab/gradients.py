@@ -98,7 +98,8 @@ def run(out: Path, quick: bool = False, seed: int = 0, log=print) -> dict:
 
 
 def _ratio(norms: list[float]) -> float:
-    return norms[-1] / norms[0] if norms[0] > 0 else float("nan")
+    # 0.0 when nothing reaches the last step at all (JSON has no NaN).
+    return norms[-1] / norms[0] if norms[0] > 0 else 0.0
 
 
 def _plot(results: dict, path: Path) -> str:

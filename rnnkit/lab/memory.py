@@ -110,7 +110,7 @@ def run(out: Path, quick: bool = False, seed: int = 0, log=print) -> dict:
     rows = []
     for v_index, (name, spec) in enumerate(VARIANTS.items()):
         for length in settings["lengths"]:
-            generator = seeded(seed * 1000 + v_index * 100 + length)
+            generator = seeded(seed * 100_000 + v_index * 1000 + length)
             model = make_model(spec["cell"], settings["hidden"], spec["bidirectional"], spec["pooling"])
             test = make_task(2000, length, generator)
             started = time.perf_counter()
