@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="config overrides KEY=VALUE")
     parser.add_argument("--tag", default="", help="suffix for the result file name")
     parser.add_argument("--config", default=None, help="a config file or named config (e.g. notes-nsmc)")
+    parser.add_argument("--keep", default=None, help="copy the (last) run folder here, e.g. for the load test")
     args = parser.parse_args()
 
     import rnnkit
@@ -58,6 +59,9 @@ def main() -> None:
                      # Wall time from the start of `train` to the end of each epoch, for accuracy-vs-time plots.
                      "curve": [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"],
                                 "wall_seconds": round(epoch_ends[i] - started, 1)} for i, h in enumerate(history)]})
+        if args.keep:
+            shutil.rmtree(args.keep, ignore_errors=True)
+            shutil.copytree(out, args.keep)
         shutil.rmtree(out.parent, ignore_errors=True)
     accs = [r["test_accuracy"] for r in rows]
     summary = {"mean_test_accuracy": statistics.mean(accs),
