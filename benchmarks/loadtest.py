@@ -89,6 +89,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--single", type=int, default=300, help="sequential single-text requests")
     parser.add_argument("--tag", default=None)
+    parser.add_argument("--server-threads", type=int, default=None, help="passed to rnnkit serve --threads")
     args = parser.parse_args()
 
     import httpx
@@ -113,7 +114,10 @@ def main() -> None:
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", args.run_dir, "--port", str(port)],
+    command = [sys.executable, "-m", "rnnkit", "serve", args.run_dir, "--port", str(port)]
+    if args.server_threads:
+        command += ["--threads", str(args.server_threads)]
+    server = subprocess.Popen(command,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for _ in range(600):

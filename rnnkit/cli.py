@@ -300,9 +300,14 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535),
     max_texts: int = typer.Option(256, min=1, help="Texts per request; more gets 413."),
     max_chars: int = typer.Option(2000, min=1, help="Characters per text; more gets 413."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads for the model (default: torch's)."),
 ):
     from .serve import Limits, serve as run_server
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     run_server(str(run_dir), host, port, Limits(max_texts=max_texts, max_chars=max_chars))
 
 

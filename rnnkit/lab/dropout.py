@@ -30,7 +30,7 @@ VARIANTS = {
     "2 layers, inter-layer 0.3": {"num_layers": 2, "rnn_dropout": 0.3},
     "all three (2 layers)": {"num_layers": 2, "embedding_dropout": 0.3, "rnn_dropout": 0.3, "head_dropout": 0.5},
 }
-FULL = dict(epochs=8, train_size=None)
+FULL = dict(epochs=6, train_size=12000)
 QUICK = dict(epochs=1, train_size=1500)
 
 

@@ -35,8 +35,11 @@ VARIANTS = {
 
 NUM_CLASSES = 4
 NOISE_TOKENS = 8
-FULL = dict(lengths=[10, 25, 50, 100, 200], hidden=32, max_steps=1500, batch=64, lr=1e-2)
-QUICK = dict(lengths=[5, 40], hidden=32, max_steps=400, batch=64, lr=1e-2)
+# Each (variant, L) gets the first learning rate, and the second too if the first did not solve it;
+# the better one by validation counts. One rate for all would favour some cells: the Elman RNN
+# learns L=100 at 3e-3 but not at 1e-2, the gated cells are faster at 1e-2.
+FULL = dict(lengths=[10, 25, 50, 100, 200], hidden=32, max_steps=1500, batch=64, lrs=[1e-2, 3e-3])
+QUICK = dict(lengths=[5, 40], hidden=32, max_steps=400, batch=64, lrs=[1e-2])
 
 
 def make_task(n: int, length: int, generator, num_classes: int = NUM_CLASSES, noise_tokens: int = NOISE_TOKENS,
@@ -110,16 +113,25 @@ def run(out: Path, quick: bool = False, seed: int = 0, log=print) -> dict:
     rows = []
     for v_index, (name, spec) in enumerate(VARIANTS.items()):
         for length in settings["lengths"]:
-            generator = seeded(seed * 100_000 + v_index * 1000 + length)
-            model = make_model(spec["cell"], settings["hidden"], spec["bidirectional"], spec["pooling"])
-            test = make_task(2000, length, generator)
             started = time.perf_counter()
-            trained = fit(model, length, generator, settings["max_steps"], settings["batch"], settings["lr"])
+            best, steps = None, 0
+            for lr in settings["lrs"]:
+                generator = seeded(seed * 100_000 + v_index * 1000 + length)
+                model = make_model(spec["cell"], settings["hidden"], spec["bidirectional"], spec["pooling"])
+                test = make_task(2000, length, generator)
+                trained = fit(model, length, generator, settings["max_steps"], settings["batch"], lr)
+                steps += trained["steps"]
+                if best is None or trained["val_accuracy"] > best[1]["val_accuracy"]:
+                    best = (model, trained, lr, test)
+                if trained["val_accuracy"] >= 0.99:
+                    break
+            model, trained, lr, test = best
             acc = accuracy(model, *test)
-            rows.append({"variant": name, "length": length, "test_accuracy": round(acc, 4),
-                         "steps": trained["steps"], "seconds": round(time.perf_counter() - started, 1)})
-            log(f"memory: {name:24s} L={length:4d}  test accuracy {acc:.3f}  "
-                f"({trained['steps']} steps, {rows[-1]['seconds']:.1f}s)")
+            rows.append({"variant": name, "length": length, "test_accuracy": round(acc, 4), "lr": lr,
+                         "val_accuracy": round(trained["val_accuracy"], 4), "steps": steps,
+                         "seconds": round(time.perf_counter() - started, 1)})
+            log(f"memory: {name:24s} L={length:4d}  test accuracy {acc:.3f}  (lr {lr:g}; "
+                f"{steps} steps in all, {rows[-1]['seconds']:.1f}s)")
     figure = _plot(rows, settings["lengths"], out / "memory.png")
     longest = max(settings["lengths"])
     at_longest = {r["variant"]: r["test_accuracy"] for r in rows if r["length"] == longest}

@@ -57,11 +57,20 @@ def _table(r: dict) -> list[str]:
                  f"{x['train_accuracy'] - x['val_accuracy']:+.3f} |" for x in r["results"]]
         return rows + [""]
     if r["experiment"] == "gradients":
-        rows = ["| model | far/near gradient at init | after training |", "|---|---|---|"]
-        rows += [f"| {k} | {v['init']:.1e} | {v['trained']:.1e} |" for k, v in r["ratio_far_to_near"].items()]
+        steps = r.get("steps_to_fall_1e6", {})
+        rows = ["| model | far/near gradient at init | after training | steps to fall 1e6x: init | trained |",
+                "|---|---|---|---|---|"]
+        for k, v in r["ratio_far_to_near"].items():
+            s = steps.get(k, {})
+            rows.append(f"| {k} | {v['init']:.1e} | {v['trained']:.1e} | {_or_never(s.get('init'))} | "
+                        f"{_or_never(s.get('trained'))} |")
         return rows + [""]
     if r["experiment"] == "basics":
         rows = ["| claim | expected | observed |", "|---|---|---|"]
         rows += [f"| {c['claim']} | {c['expected']} | {c['observed']} |" for c in r["claims"]]
         return rows + [""]
     return []
+
+
+def _or_never(value) -> str:
+    return "never" if value is None else str(value)
