@@ -126,6 +126,32 @@ def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], b
     return report
 
 
+def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch.optim.Optimizer,
+                loss_fn: nn.Module, clip_grad: Optional[float], device: torch.device) -> tuple[float, int, int]:
+    """One pass over ``batches`` (iterables of row indices); returns (summed loss, correct, seen).
+
+    ``batches`` may be a tqdm bar around the sampler: it gets the running loss and accuracy.
+    """
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    for index in batches:
+        ids, lengths, y = split.batch(index)
+        ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        logits = model(ids, lengths)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad:
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.argmax(1) == y).sum())
+        seen += len(y)
+        if hasattr(batches, "set_postfix"):
+            batches.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+    return total_loss, correct, seen
+
+
 def train(config: Config | dict | None = None, *, resume: Optional[str] = None, splits: Optional[Splits] = None,
           log: Callable[[str], None] = _log_stderr, **overrides) -> Run:
     """Train a classifier and return the loaded :class:`Run`.
@@ -205,25 +231,10 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
     while loop["epoch"] < cfg.epochs and not stop:
         epoch = loop["epoch"] + 1
         sampler.set_epoch(epoch)
-        model.train()
         started = time.perf_counter()
-        total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(sampler, total=len(sampler), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
                    disable=None if cfg.progress else True, unit="batch", file=sys.stderr)
-        for index in bar:
-            ids, lengths, y = data["train"].batch(index)
-            ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            logits = model(ids, lengths)
-            loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            total_loss += loss.item() * len(y)
-            correct += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        total_loss, correct, seen = train_epoch(model, data["train"], bar, optimizer, loss_fn, cfg.clip_grad, device)
         bar.close()
         if not math.isfinite(total_loss):
             raise RnnkitError(f"training diverged (loss is {total_loss}) in epoch {epoch}; "
