@@ -24,12 +24,12 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch import nn
 
 from .errors import RnnkitError
+from .run import atomic_write_json
 from .model import SequenceClassifier
 
 FORMATS = ("onnx", "torchscript")
@@ -217,7 +217,7 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             "source_run": str(Path(run_dir).resolve()),
             "config": {k: getattr(run.config, k) for k in ("cell", "bidirectional", "num_layers", "pooling")},
         }
-        (out / "export.json").write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_json(out / "export.json", info)
     except BaseException:  # Ctrl-C included: leave no half-written export behind
         if created:
             shutil.rmtree(out, ignore_errors=True)

@@ -18,6 +18,7 @@ from typing import Optional
 
 import torch
 
+from . import __version__
 from .errors import RnnkitError
 from .predict import Run, predict_proba
 
@@ -200,7 +201,7 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
         yield
         await batcher.stop()
 
-    app = FastAPI(title="rnnkit", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="rnnkit", version=__version__, lifespan=lifespan,
                   description=f"Predictions from the rnnkit run `{run.path.name}` "
                               f"({run.config.cell}, {len(run.labels)} classes).")
 
@@ -274,9 +275,3 @@ def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, limits: Optio
         raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
     app = create_app(run_dir, limits)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__

@@ -16,7 +16,6 @@ it); the full mode is what ``docs/lab.md`` shows.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import platform
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import RnnkitError
+from ..run import atomic_write_json
 
 EXPERIMENTS = {
     "basics": "Tensor shapes in nn.RNN, and the last output equals h_n",
@@ -67,17 +67,10 @@ def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 
                  "processor": platform.processor() or platform.machine()},
         date=time.strftime("%Y-%m-%d"),
     )
-    write_json(out / f"{name}.json", result)
+    atomic_write_json(out / f"{name}.json", result)
     log(f"{name}: wrote {out / (name + '.json')} and {len(result.get('figures', []))} plot(s) "
         f"in {result['seconds']:.1f}s")
     return result
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically so an interrupted run leaves no half file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def pyplot():

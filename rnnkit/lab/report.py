@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from ..errors import RnnkitError
+from ..run import atomic_write_bytes
 from . import EXPERIMENTS
 
 
@@ -36,9 +36,7 @@ def build_report(folder: str | Path) -> Path:
         lines += [f"![{r['experiment']}]({fig})" for fig in r.get("figures", [])]
         lines.append("")
     out = folder / "report.md"
-    tmp = out.with_name("report.md.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_bytes(out, "\n".join(lines).encode("utf-8"))
     return out
 
 
