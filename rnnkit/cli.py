@@ -61,7 +61,9 @@ def _parse_sets(pairs: List[str]) -> dict:
                   "Examples:\n\n"
                   "  rnnkit train --dataset surnames --data-dir ../shared/data --out runs/surnames\n\n"
                   "  rnnkit train --dataset reviews.csv --text-column review --label-column stars --cell gru\n\n"
-                  "  rnnkit train --resume runs/surnames")
+                  "  rnnkit train --resume runs/surnames\n\n"
+                  "  torchrun --nproc-per-node 2 -m rnnkit train --dataset surnames --data-dir ../shared/data  "
+                  "(DistributedDataParallel; --batch-size is the global batch)")
 @_guard
 def train(
     dataset: Optional[str] = typer.Option(None, help="Named dataset (words, surnames, names, nsmc) or a file/folder."),
@@ -98,7 +100,8 @@ def train(
     class_weights: Optional[bool] = typer.Option(None, "--class-weights/--no-class-weights"),
     label_smoothing: Optional[float] = typer.Option(None),
     seed: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None, help="cpu, cuda or auto."),
+    device: Optional[str] = typer.Option(None, help="auto (GPU if visible), cpu, cuda or cuda:N."),
+    amp: Optional[str] = typer.Option(None, help="Mixed precision on CUDA: off, bf16 or fp16 (measure first)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
@@ -115,13 +118,13 @@ def train(
         "label_column": label_column, "label_names": label_names, "epochs": epochs, "batch_size": batch_size,
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "clip_grad": clip_grad,
         "early_stopping": early_stopping, "monitor": monitor, "class_weights": class_weights,
-        "label_smoothing": label_smoothing, "seed": seed, "device": device, "num_threads": threads,
+        "label_smoothing": label_smoothing, "seed": seed, "device": device, "amp": amp, "num_threads": threads,
         "progress": progress,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     flags.update(_parse_sets(set_))
     if resume:
-        allowed = {"epochs", "device", "num_threads", "progress", "data_dir"}
+        allowed = {"epochs", "device", "amp", "num_threads", "progress", "data_dir"}
         extra = set(flags) - allowed
         if extra or config:
             raise RnnkitError(f"--resume continues a run with its saved config; only {', '.join(sorted(allowed))} "

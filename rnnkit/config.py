@@ -20,6 +20,7 @@ CELLS = ("rnn", "lstm", "gru")
 BACKENDS = ("torch", "scratch")
 POOLINGS = ("last", "max", "mean", "maxmean", "attention")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+AMPS = ("off", "bf16", "fp16")
 SCHEDULERS = ("plateau", "epoch", "none")
 MONITORS = ("val_accuracy", "val_macro_f1", "val_loss")
 TOKENIZERS = ("char", "whitespace", "syllable", "kiwi", "okt", "sentencepiece")
@@ -109,7 +110,11 @@ class Config:
     bucket: bool = True
     """Group examples of similar length into batches so padding stays small."""
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"
+    """auto (the GPU if one is visible, else the CPU), cpu, cuda or cuda:N."""
+    amp: str = "off"
+    """Mixed precision on CUDA: off, bf16 or fp16. Off by default: at these model sizes bf16 was measured
+    slower than fp32 for cuDNN's LSTM, so turn it on only where benchmarks/throughput.py shows a gain."""
     num_threads: Optional[int] = None
 
     # --- run --------------------------------------------------------------
@@ -130,6 +135,7 @@ class Config:
         _choice("monitor", self.monitor, MONITORS)
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
         _choice("nonlinearity", self.nonlinearity, ("tanh", "relu"))
+        _choice("amp", self.amp, AMPS)
         _int_range("epochs", self.epochs, 1, 100_000)
         _int_range("batch_size", self.batch_size, 1, 1 << 20)
         _int_range("embedding_dim", self.embedding_dim, 1, 1 << 16)

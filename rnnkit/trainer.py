@@ -23,9 +23,11 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
+from . import distributed
 from . import run as runio
 from .config import Config
 from .data import Splits, load_dataset
+from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier
 from .predict import Run, predict_proba
@@ -36,14 +38,6 @@ from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
 
 def _log_stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RnnkitError(f"device {name!r} asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return torch.device(name)
 
 
 def make_optimizer(cfg: Config, params) -> torch.optim.Optimizer:
@@ -127,23 +121,45 @@ def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], b
 
 
 def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch.optim.Optimizer,
-                loss_fn: nn.Module, clip_grad: Optional[float], device: torch.device) -> tuple[float, int, int]:
-    """One pass over ``batches`` (iterables of row indices); returns (summed loss, correct, seen).
+                loss_fn: nn.Module, clip_grad: Optional[float], device: torch.device,
+                world: World = World(), amp: str = "off",
+                scaler: Optional["torch.amp.GradScaler"] = None) -> tuple[float, int, int]:
+    """One pass over ``batches`` (tensors of row indices); returns (summed loss, correct, seen) of this rank.
 
     ``batches`` may be a tqdm bar around the sampler: it gets the running loss and accuracy.
+    Under torchrun every rank gets the same global batches and trains on its share of each
+    (:func:`rnnkit.distributed.shard`). ``amp`` is ``off``, ``bf16`` or ``fp16`` (CUDA only;
+    fp16 needs ``scaler``).
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
+    pin = device.type == "cuda" and split.ids.device.type == "cpu"
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16,
+                              enabled=amp != "off")
     for index in batches:
+        index, weight = distributed.shard(index, world)
+        if index is None:
+            continue
         ids, lengths, y = split.batch(index)
+        if pin:
+            ids, y = ids.pin_memory(), y.pin_memory()
         ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        logits = model(ids, lengths)
-        loss = loss_fn(logits, y)
+        with autocast:
+            logits = model(ids, lengths)
+            loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is not None:
+            scaler.scale(loss * weight).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        else:
+            (loss * weight).backward()
         if clip_grad:
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         total_loss += loss.item() * len(y)
         correct += int((logits.argmax(1) == y).sum())
         seen += len(y)
@@ -161,6 +177,8 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
     'German'
 
     ``resume`` continues the unfinished run in that folder with its saved config.
+    Started by ``torchrun --nproc-per-node N -m rnnkit train ...`` it trains with
+    DistributedDataParallel (see :mod:`rnnkit.distributed`).
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -168,25 +186,59 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
             raise RnnkitError(f"{run_dir} already finished; nothing to resume")
         cfg = Config.from_dict(runio.read_json(run_dir / "config.json"), source=str(run_dir / "config.json"))
         cfg = cfg.update(overrides, source="overrides").validate() if overrides else cfg.validate()
-        vectorizer = Vectorizer.from_dict(runio.read_json(run_dir / "vectorizer.json"))
     else:
         if isinstance(config, dict):
             config = Config.from_dict(config)
         cfg = (config or Config()).update(overrides, source="arguments").validate()
-        vectorizer = None
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    device = resolve_device(cfg.device)
+    with distributed.context(cfg.device) as (world, device):
+        if not world.main:
+            log = _quiet
+        return _train(cfg, resume, splits, log, world, device)
 
-    splits, vectorizer, data = prepare(cfg, splits, vectorizer, log)
-    labels = vectorizer.class_names
 
-    if resume is None:
-        run_dir = Path(cfg.out) if cfg.out else _default_out(cfg, splits.name or cfg.dataset)
-        if run_dir.exists() and any(run_dir.iterdir()):
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Callable[[str], None],
+           world: World, device: torch.device) -> Run:
+    if cfg.amp != "off" and device.type != "cuda":
+        raise RnnkitError(f"amp={cfg.amp} needs a CUDA device (this run uses {device}); "
+                          "drop --set amp or train with --device cuda")
+    if device.type == "cuda":
+        # Lets cuDNN pick its fastest kernels for the shapes it sees; CPU runs stay bit-reproducible.
+        torch.backends.cudnn.benchmark = True
+
+    if world.enabled and cfg.batch_size < world.size:
+        raise RnnkitError(f"batch_size {cfg.batch_size} is smaller than the {world.size} processes; "
+                          f"use --batch-size {world.size} or more (it is the global batch)")
+    mine: dict = {}  # what rank 0's setup keeps for itself
+
+    def setup() -> dict:
+        """Rank 0: data, vectorizer and the run folder (everything that can fail on user input)."""
+        vectorizer = None
+        if resume is not None:
+            vectorizer = Vectorizer.from_dict(runio.read_json(Path(resume) / "vectorizer.json"))
+        mine["splits"], vectorizer, mine["data"] = prepare(cfg, splits, vectorizer, log)
+        run_dir = Path(resume) if resume is not None else (
+            Path(cfg.out) if cfg.out else _default_out(cfg, mine["splits"].name or cfg.dataset))
+        if resume is None and run_dir.exists() and any(run_dir.iterdir()):
             raise RnnkitError(f"output folder {run_dir} is not empty; choose another --out, "
                               f"or continue it with --resume {run_dir}")
-        cfg = cfg.update({"out": str(run_dir)})
+        return {"vectorizer": vectorizer.to_dict(), "run_dir": str(run_dir)}
+
+    shared = distributed.on_main(setup, world, device)
+    vectorizer = Vectorizer.from_dict(shared["vectorizer"])
+    run_dir = Path(shared["run_dir"])
+    if world.main:
+        data = mine["data"]
+    else:
+        # The other ranks tokenize with rank 0's vectorizer; with the token cache on this is a read.
+        _, vectorizer, data = prepare(cfg.update({"progress": False}), splits, vectorizer, log)
+    cfg = cfg.update({"out": str(run_dir)})
+    labels = vectorizer.class_names
 
     torch.manual_seed(cfg.seed)
     model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels)).to(device)
@@ -203,19 +255,21 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
         counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
         weight = (counts.sum() / (len(counts) * counts)).to(device)
     loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
 
     loop = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if resume is not None:
         loop, best_state = runio.load_checkpoint(run_dir, model, optimizer, scheduler)
         log(f"resume: {run_dir} from epoch {loop['epoch']} (best {cfg.monitor} {loop['best_metric']})")
-    else:
+    elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         runio.atomic_write_json(run_dir / "config.json", cfg.to_dict())
         runio.atomic_write_json(run_dir / "vectorizer.json", vectorizer.to_dict())
-    # The history file mirrors the checkpoint: rewritten on resume, appended per epoch.
-    runio.atomic_write_bytes(run_dir / "history.jsonl",
-                             "".join(json.dumps(r) + "\n" for r in loop["history"]).encode())
+    if world.main:
+        # The history file mirrors the checkpoint: rewritten on resume, appended per epoch.
+        runio.atomic_write_bytes(run_dir / "history.jsonl",
+                                 "".join(json.dumps(r) + "\n" for r in loop["history"]).encode())
 
     if cfg.rnn_dropout > 0 and cfg.num_layers == 1:
         # torch would warn deep inside nn.LSTM; say it once, in the user's terms.
@@ -223,33 +277,52 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
             "layers); use embedding_dropout/head_dropout, or num_layers >= 2")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
-        f"hidden {cfg.hidden_size}, pooling {cfg.pooling}, {n_params:,} parameters; device {device}")
+        f"hidden {cfg.hidden_size}, pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
+        + (f", amp {cfg.amp}" if cfg.amp != "off" else "")
+        + (f"; {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
+           f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))
+    train_data = data["train"].to(device)
+    if device.type == "cuda" and train_data is data["train"]:
+        log("data: the training split does not fit comfortably on the GPU; batches are copied from pinned memory")
     sampler = BatchSampler(data["train"].lengths, cfg.batch_size, shuffle=True, bucket=cfg.bucket, seed=cfg.seed)
+    ddp_model = distributed.wrap(model, world, device)
     from tqdm.auto import tqdm
 
     stop = False
     while loop["epoch"] < cfg.epochs and not stop:
         epoch = loop["epoch"] + 1
         sampler.set_epoch(epoch)
+        distributed.seed_epoch(cfg.seed, epoch, world)
         started = time.perf_counter()
         bar = tqdm(sampler, total=len(sampler), desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-                   disable=None if cfg.progress else True, unit="batch", file=sys.stderr)
-        total_loss, correct, seen = train_epoch(model, data["train"], bar, optimizer, loss_fn, cfg.clip_grad, device)
+                   disable=None if cfg.progress and world.main else True, unit="batch", file=sys.stderr)
+        total_loss, correct, seen = distributed.all_sum(
+            list(train_epoch(ddp_model, train_data, bar, optimizer, loss_fn, cfg.clip_grad, device, world,
+                             cfg.amp, scaler)), world, device)
         bar.close()
-        if not math.isfinite(total_loss):
-            raise RnnkitError(f"training diverged (loss is {total_loss}) in epoch {epoch}; "
-                              "lower --lr or set --clip-grad")
-        val = evaluate_encoded(model, data["val"], labels, cfg.batch_size * 4, device, loss_fn)
-        seconds = time.perf_counter() - started
-        row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
-               "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-               "lr": optimizer.param_groups[0]["lr"], "seconds": seconds}
+
+        def evaluate() -> dict:
+            """Rank 0: validation, the best-epoch and early-stop decisions, the checkpoint."""
+            nonlocal best_state
+            if not math.isfinite(total_loss):
+                raise RnnkitError(f"training diverged (loss is {total_loss}) in epoch {epoch}; "
+                                  "lower --lr or set --clip-grad")
+            val = evaluate_encoded(model, data["val"], labels, cfg.batch_size * 4, device, loss_fn)
+            row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
+                   "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                   "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+            metric = row[cfg.monitor]
+            improved = loop["best_metric"] is None or (metric < loop["best_metric"] if mode == "min"
+                                                       else metric > loop["best_metric"])
+            if improved:
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return {"row": row, "improved": improved}
+
+        decision = distributed.on_main(evaluate, world, device)
+        row, improved = decision["row"], decision["improved"]
         metric = row[cfg.monitor]
-        improved = loop["best_metric"] is None or (metric < loop["best_metric"] if mode == "min"
-                                                   else metric > loop["best_metric"])
         if improved:
             loop.update(best_metric=metric, best_epoch=epoch, bad_epochs=0)
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             loop["bad_epochs"] += 1
         if cfg.scheduler == "plateau":
@@ -258,23 +331,26 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
             scheduler.step()
         loop["history"].append(row)
         loop["epoch"] = epoch
-        loop["seconds"] += seconds
+        loop["seconds"] += row["seconds"]
         stop = cfg.early_stopping is not None and loop["bad_epochs"] >= cfg.early_stopping
         loop["stopped_early"] = stop
-        runio.save_checkpoint(run_dir, model, best_state, optimizer, scheduler, loop)
-        with open(run_dir / "history.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        if world.main:
+            runio.save_checkpoint(run_dir, model, best_state, optimizer, scheduler, loop)
+            with open(run_dir / "history.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
         log(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} acc {row['train_accuracy']:.4f}  "
             f"val loss {row['val_loss']:.4f} acc {row['val_accuracy']:.4f} f1 {row['val_macro_f1']:.4f}  "
-            f"lr {row['lr']:.2g}  {seconds:.1f}s{'  *' if improved else ''}")
+            f"lr {row['lr']:.2g}  {row['seconds']:.1f}s{'  *' if improved else ''}")
     if stop:
         log(f"early stop: no {cfg.monitor} gain for {cfg.early_stopping} epochs; best epoch {loop['best_epoch']}")
 
-    return finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log)
+    distributed.on_main(lambda: finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log),
+                        world, device)
+    return Run.load(run_dir)
 
 
 def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vectorizer: Vectorizer,
-           data: dict, loop: dict, device: torch.device, log: Callable[[str], None]) -> Run:
+           data: dict, loop: dict, device: torch.device, log: Callable[[str], None]) -> None:
     """Evaluate the best weights and write the final artefacts, manifest last."""
     from .metrics import plot_confusion_matrix, plot_history
 
@@ -301,7 +377,6 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
         if name in metrics:
             log(f"{name}: accuracy {metrics[name]['accuracy']:.4f}  macro-F1 {metrics[name]['macro_f1']:.4f}")
     log(f"run saved to {run_dir}")
-    return Run.load(run_dir)
 
 
 def _version() -> str:

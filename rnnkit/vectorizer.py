@@ -151,10 +151,28 @@ class EncodedSplit:
         return len(self.lengths)
 
     def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Rows ``index`` trimmed to their longest member: ``(ids (b, l) int64, lengths, labels)``."""
+        """Rows ``index`` trimmed to their longest member: ``(ids (b, l) int64, lengths, labels)``.
+
+        ``ids`` and ``labels`` come from wherever the split is held (see
+        :meth:`to`); ``lengths`` stay on the CPU, where packing wants them.
+        """
         lengths = self.lengths[index]
-        ids = self.ids[index, : int(lengths.max())].long()
-        return ids, lengths, self.labels[index]
+        rows = index.to(self.ids.device, non_blocking=True)
+        ids = self.ids[rows, : int(lengths.max())].long()
+        return ids, lengths, self.labels[rows]
+
+    def to(self, device: torch.device, max_share: float = 0.25) -> "EncodedSplit":
+        """Hold ``ids`` and ``labels`` on a GPU, so a batch is one gather there and no copy.
+
+        Only if they take under ``max_share`` of the GPU's free memory; otherwise
+        the split stays on the CPU and each batch is copied over (the caller pins it).
+        """
+        if device.type != "cuda":
+            return self
+        free, _ = torch.cuda.mem_get_info(device)
+        if self.ids.numel() * self.ids.element_size() > max_share * free:
+            return self
+        return EncodedSplit(self.ids.to(device), self.lengths, self.labels.to(device))
 
 
 class BatchSampler:
