@@ -70,13 +70,13 @@ def _lstm_step(gi: Tensor, gh: Tensor, state: State) -> State:
         h' = sigmoid(o) * tanh(c')
     """
     c = state[1]
-    hidden = c.size(1)
+    hidden = c.size(-1)
     gates = gi + gh
     # One sigmoid over all four blocks beats three small ones: at these sizes
     # the per-op overhead dominates, and the wasted sigmoid(g) only ever
     # receives a zero gradient.
-    i, f, _, o = torch.sigmoid(gates).chunk(4, 1)
-    g = torch.tanh(gates[:, 2 * hidden : 3 * hidden])
+    i, f, _, o = torch.sigmoid(gates).chunk(4, -1)
+    g = torch.tanh(gates[..., 2 * hidden : 3 * hidden])
     c = torch.addcmul(f * c, i, g)
     h = o * torch.tanh(c)
     return h, c
@@ -91,10 +91,10 @@ def _gru_step(gi: Tensor, gh: Tensor, state: State) -> State:
         h' = (1 - z) * n + z * h
     """
     h = state[0]
-    hidden = h.size(1)
-    i_rz, i_n = gi.split([2 * hidden, hidden], 1)
-    h_rz, h_n = gh.split([2 * hidden, hidden], 1)
-    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, 1)
+    hidden = h.size(-1)
+    i_rz, i_n = gi.split([2 * hidden, hidden], -1)
+    h_rz, h_n = gh.split([2 * hidden, hidden], -1)
+    r, z = torch.sigmoid(i_rz + h_rz).chunk(2, -1)
     n = torch.tanh(torch.addcmul(i_n, r, h_n))
     # (1 - z) * n + z * h rewritten with one op fewer, as ATen does.
     return (torch.addcmul(n, z, h - n),)
@@ -113,30 +113,42 @@ def _run_direction(
     b_hh: Optional[Tensor],
     mask: Optional[Tensor],
 ) -> Tuple[Tensor, State]:
-    """Run one direction of one layer forward in time.
+    """Run one direction of one layer forward in time, or both directions at once.
+
+    Both directions of a bidirectional layer step together when their tensors
+    carry a leading ``directions`` dimension of 2 (the backward one already
+    reversed in time): the hidden projection becomes one batched matmul and
+    each cell op runs once for both, halving the per-step Python and dispatch
+    work that dominates at these sizes.
 
     Args:
         step: the cell's step function.
-        gi: input projections for every step, ``(seq, batch, gates * hidden)``.
-        state: initial state, each tensor ``(batch, hidden)``.
-        w_hh: ``(gates * hidden, hidden)``.
-        b_hh: ``(gates * hidden,)`` or ``None``.
+        gi: input projections for every step, ``(seq, [directions,] batch, gates * hidden)``.
+        state: initial state, each tensor ``([directions,] batch, hidden)``.
+        w_hh: ``([directions,] gates * hidden, hidden)``.
+        b_hh: ``([directions,] gates * hidden)`` or ``None``.
         mask: ``(seq, batch, 1)`` bool, ``True`` where the step is valid, or
             ``None`` when every sequence spans all ``seq`` steps.
 
     Returns:
-        ``(output, final_state)`` with ``output`` ``(seq, batch, hidden)``, zero
-        where ``mask`` is ``False``, and ``final_state`` each sequence's state
-        after its last valid step.
+        ``(output, final_state)`` with ``output`` ``(seq, [directions,] batch, hidden)``,
+        zero where ``mask`` is ``False``, and ``final_state`` each sequence's
+        state after its last valid step.
     """
-    w_hh_t = w_hh.t()
+    stacked = w_hh.dim() == 3
+    w_hh_t = w_hh.transpose(-1, -2)
+    if stacked and b_hh is not None:
+        b_hh = b_hh.unsqueeze(1)
     outputs: List[Tensor] = []
     # unbind, not gi[t]: the backward of each gi[t] would allocate and fill a
     # whole (seq, batch, gates * hidden) gradient, making backward O(seq^2);
     # unbind's backward stacks all step gradients once.
     for t, gi_t in enumerate(gi.unbind(0)):
         h = state[0]
-        gh = torch.addmm(b_hh, h, w_hh_t) if b_hh is not None else h.mm(w_hh_t)
+        if stacked:
+            gh = torch.baddbmm(b_hh, h, w_hh_t) if b_hh is not None else torch.bmm(h, w_hh_t)
+        else:
+            gh = torch.addmm(b_hh, h, w_hh_t) if b_hh is not None else h.mm(w_hh_t)
         new_state = step(gi_t, gh, state)
         if mask is not None:
             # Finished sequences keep their state so that the value left at the
@@ -149,7 +161,7 @@ def _run_direction(
     if mask is not None:
         # One fill at the end instead of one per step: positions past a
         # sequence's end hold its frozen state, torch reports zeros there.
-        output = output.masked_fill(~mask, 0.0)
+        output = output.masked_fill(~(mask.unsqueeze(1) if stacked else mask), 0.0)
     return output, state
 
 
@@ -489,24 +501,32 @@ class _RecurrentBase(nn.Module):
         finals: List[State] = []
         layer_input = x
         for layer in range(self.num_layers):
-            outputs = []
-            for direction in range(self.num_directions):
-                k = layer * self.num_directions + direction
-                names = self._all_weights[k]
-                w_ih, w_hh = getattr(self, names[0]), getattr(self, names[1])
-                b_ih = getattr(self, names[2]) if self.bias else None
-                b_hh = getattr(self, names[3]) if self.bias else None
-                reverse = direction == 1
-                inp = _reverse(layer_input, rev_index) if reverse else layer_input
-                # The whole sequence's input projection in one matmul; only the
-                # recurrence below has to go step by step.
-                gi = F.linear(inp, w_ih, b_ih)
-                out, final = _run_direction(
-                    self._step, gi, tuple(s[k] for s in states), w_hh, b_hh, mask
-                )
-                outputs.append(_reverse(out, rev_index) if reverse else out)
+            k = layer * self.num_directions
+            # (w_ih, w_hh, b_ih, b_hh) per direction, biases None when bias=False.
+            params = [[getattr(self, n) for n in self._all_weights[k + d]] for d in range(self.num_directions)]
+            params = [p if len(p) == 4 else p + [None, None] for p in params]
+            # The whole sequence's input projection in one matmul per direction;
+            # only the recurrence has to go step by step.
+            w_ih, w_hh, b_ih, b_hh = params[0]
+            gi = F.linear(layer_input, w_ih, b_ih)
+            if self.num_directions == 1:
+                out, final = _run_direction(self._step, gi, tuple(s[k] for s in states), w_hh, b_hh, mask)
                 finals.append(final)
-            layer_input = outputs[0] if len(outputs) == 1 else torch.cat(outputs, 2)
+                layer_input = out
+            else:
+                w_ih_b, w_hh_b, b_ih_b, b_hh_b = params[1]
+                gi_b = F.linear(_reverse(layer_input, rev_index), w_ih_b, b_ih_b)
+                out, final = _run_direction(
+                    self._step,
+                    torch.stack([gi, gi_b], 1),
+                    tuple(s[k : k + 2] for s in states),
+                    torch.stack([w_hh, w_hh_b]),
+                    None if b_hh is None else torch.stack([b_hh, b_hh_b]),
+                    mask,
+                )
+                finals.append(tuple(f[0] for f in final))
+                finals.append(tuple(f[1] for f in final))
+                layer_input = torch.cat([out[:, 0], _reverse(out[:, 1], rev_index)], 2)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
         stacked = tuple(torch.stack(parts) for parts in zip(*finals))
