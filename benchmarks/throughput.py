@@ -15,7 +15,8 @@ cell (rnn, lstm, gru), three ways to train and predict:
   RNN that steps a cell in a Python loop over every time step, with the last state gathered by a
   loop over the batch. It is unidirectional as in the book, so it does about half the recurrent work.
 
-tokens/s counts real tokens (no padding) processed per second. rnnkit's overhead is
+On CUDA, rnnkit training is also timed under `--amp` autocast modes (bf16, fp16), to decide where
+mixed precision pays. tokens/s counts real tokens (no padding) processed per second. rnnkit's overhead is
 plain_rate / rnnkit_rate - 1, on the same bidirectional model and batches. The book comparison
 uses rnnkit with a unidirectional layer, the same work as the book's model. Results go to benchmarks/results/throughput-<device>.json.
 """
@@ -66,19 +67,22 @@ def timed(fn, device):
     return time.perf_counter() - started, out
 
 
-def rnnkit_train(model, split, batches, cfg, device):
+def rnnkit_train(model, split, batches, cfg, device, amp="off"):
     import torch
     from torch import nn
 
+    from rnnkit.distributed import World
     from rnnkit.trainer import make_optimizer, train_epoch
 
     optimizer = make_optimizer(cfg, model.parameters())
     loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    return lambda: train_epoch(model, split, batches, optimizer, loss_fn, cfg.clip_grad, device)
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+    split = split.to(device)  # as rnnkit.train does: on a GPU the split is held there
+    return lambda: train_epoch(model, split, batches, optimizer, loss_fn, cfg.clip_grad, device, World(), amp,
+                               scaler)
 
 
 def plain_train(model, split, batches, cfg, device):
-    import torch
     from torch import nn
 
     from rnnkit.trainer import make_optimizer
@@ -192,6 +196,8 @@ def main() -> None:
     parser.add_argument("--cells", nargs="+", default=["rnn", "lstm", "gru"])
     parser.add_argument("--batches", type=int, default=100, help="training batches timed per method")
     parser.add_argument("--book-batches", type=int, default=20, help="the book baseline is slow: fewer batches")
+    parser.add_argument("--amp", nargs="*", default=["bf16", "fp16"],
+                        help="on CUDA, also time rnnkit training under these autocast modes")
     args = parser.parse_args()
 
     import torch
@@ -225,6 +231,14 @@ def main() -> None:
                     best[name] = min(best[name], timed(fn, device)[0])
             for name, seconds in best.items():
                 row[f"{name}_train_tokens_per_s"] = round(tokens / seconds)
+            for amp in args.amp if device.type == "cuda" else []:
+                # Mixed precision is on only where this measures faster than fp32.
+                model = copy.deepcopy(model0)
+                rnnkit_train(model, train, batches[:3], cfg, device, amp)()
+                fn = rnnkit_train(model, train, batches, cfg, device, amp)
+                row[f"rnnkit_{amp}_train_tokens_per_s"] = round(tokens / min(timed(fn, device)[0] for _ in range(3)))
+                row[f"rnnkit_{amp}_speedup_train"] = round(row[f"rnnkit_{amp}_train_tokens_per_s"]
+                                                           / row["rnnkit_train_tokens_per_s"], 2)
             # Inference over the training split: the validation split of surnames takes ~10 ms, too
             # short to time.
             val = train

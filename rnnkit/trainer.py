@@ -9,6 +9,10 @@ Resuming replays exactly: each epoch's batch order depends only on
 ``(seed, epoch)`` and the checkpoint carries the optimizer, scheduler and RNG
 states, so on CPU a resumed run ends with the same weights and metrics as one
 that was never interrupted.
+
+Under ``torchrun`` the same function runs in every process; what differs
+(rank 0 prepares, decides and writes; each rank trains on a share of every
+batch) is spelled out in :mod:`rnnkit.distributed`.
 """
 
 from __future__ import annotations

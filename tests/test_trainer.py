@@ -123,3 +123,43 @@ def test_single_layer_rnn_dropout_is_reported(toy_csv, tmp_path):
     lines = []
     rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=1, rnn_dropout=0.5), log=lines.append)
     assert any("has no effect with num_layers=1" in l for l in lines)
+
+
+# --- devices and mixed precision -------------------------------------------------------------
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA not available")
+
+
+def test_device_defaults_to_auto_and_amp_needs_cuda(toy_csv, tmp_path):
+    assert rnnkit.Config().device == "auto" and rnnkit.Config().amp == "off"
+    with pytest.raises(RnnkitError, match="amp must be one of"):
+        rnnkit.Config(amp="int8").validate()
+    with pytest.raises(RnnkitError, match="amp=bf16 needs a CUDA device"):
+        rnnkit.train(tiny_config(toy_csv, tmp_path / "r", device="cpu", amp="bf16"))
+    assert not (tmp_path / "r").exists()
+
+
+def test_encoded_split_stays_on_the_cpu_for_cpu_training():
+    from rnnkit.vectorizer import EncodedSplit
+
+    split = EncodedSplit(torch.ones(4, 3, dtype=torch.int32), torch.tensor([3, 1, 2, 3]), torch.tensor([0, 1, 0, 1]))
+    assert split.to(torch.device("cpu")) is split
+
+
+@cuda
+def test_encoded_split_is_held_on_the_gpu_and_batches_come_from_there():
+    from rnnkit.vectorizer import EncodedSplit
+
+    split = EncodedSplit(torch.ones(4, 3, dtype=torch.int32), torch.tensor([3, 1, 2, 3]), torch.tensor([0, 1, 0, 1]))
+    held = split.to(torch.device("cuda"))
+    ids, lengths, y = held.batch(torch.tensor([1, 2]))
+    assert ids.is_cuda and y.is_cuda and not lengths.is_cuda
+    assert ids.shape == (2, 2) and ids.dtype == torch.int64
+
+
+@cuda
+@pytest.mark.parametrize("amp", ["off", "bf16", "fp16"])
+def test_cuda_training_learns_with_each_precision(toy_csv, tmp_path, amp):
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / amp, epochs=4, device="cuda", amp=amp))
+    assert run.metrics["test"]["accuracy"] > 0.8
+    assert torch.backends.cudnn.benchmark
