@@ -225,22 +225,22 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         vectorizer = None
         if resume is not None:
             vectorizer = Vectorizer.from_dict(runio.read_json(Path(resume) / "vectorizer.json"))
-        mine["splits"], vectorizer, mine["data"] = prepare(cfg, splits, vectorizer, log)
+        mine["splits"], mine["vectorizer"], mine["data"] = prepare(cfg, splits, vectorizer, log)
         run_dir = Path(resume) if resume is not None else (
             Path(cfg.out) if cfg.out else _default_out(cfg, mine["splits"].name or cfg.dataset))
         if resume is None and run_dir.exists() and any(run_dir.iterdir()):
             raise RnnkitError(f"output folder {run_dir} is not empty; choose another --out, "
                               f"or continue it with --resume {run_dir}")
-        return {"vectorizer": vectorizer.to_dict(), "run_dir": str(run_dir)}
+        return {"vectorizer": mine["vectorizer"].to_dict() if world.enabled else None, "run_dir": str(run_dir)}
 
     shared = distributed.on_main(setup, world, device)
-    vectorizer = Vectorizer.from_dict(shared["vectorizer"])
     run_dir = Path(shared["run_dir"])
     if world.main:
-        data = mine["data"]
+        vectorizer, data = mine["vectorizer"], mine["data"]
     else:
         # The other ranks tokenize with rank 0's vectorizer; with the token cache on this is a read.
-        _, vectorizer, data = prepare(cfg.update({"progress": False}), splits, vectorizer, log)
+        _, vectorizer, data = prepare(cfg.update({"progress": False}), splits,
+                                      Vectorizer.from_dict(shared["vectorizer"]), log)
     cfg = cfg.update({"out": str(run_dir)})
     labels = vectorizer.class_names
 

@@ -24,7 +24,7 @@ from conftest import make_rows
 MODEL = ["--embedding-dim", "16", "--hidden-size", "32", "--batch-size", "16", "--lr", "0.01",
          "--embedding-dropout", "0", "--head-dropout", "0", "--set", "label_smoothing=0",
          "--early-stopping", "10", "--no-progress"]
-# Measured: 2e-6 after 4 epochs (72 optimizer steps); the bound leaves room for other CPUs' kernels.
+# Measured: 9.9e-6 after 4 epochs (92 optimizer steps); the bound leaves room for other CPUs' kernels.
 WEIGHT_TOLERANCE = 1e-4
 
 
