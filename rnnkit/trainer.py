@@ -306,7 +306,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         bar.close()
 
         def evaluate() -> dict:
-            """Rank 0: validation, the best-epoch and early-stop decisions, the checkpoint."""
+            """Rank 0: validate, and keep these weights if they are the best so far."""
             nonlocal best_state
             if not math.isfinite(total_loss):
                 raise RnnkitError(f"training diverged (loss is {total_loss}) in epoch {epoch}; "
