@@ -116,14 +116,13 @@ def context(device_name: str, timeout_minutes: float = 30.0) -> Iterator[tuple[W
 def _broadcast_bytes(payload: Optional[bytes], world: World, device: torch.device) -> bytes:
     import torch.distributed as dist
 
-    # nccl moves only CUDA tensors; gloo only CPU ones.
-    where = device if device.type == "cuda" else torch.device("cpu")
-    size = torch.tensor([len(payload) if world.main else 0], dtype=torch.long, device=where)
+    # ``device`` is the training device: CUDA tensors for nccl, CPU ones for gloo, as each requires.
+    size = torch.tensor([len(payload) if world.main else 0], dtype=torch.long, device=device)
     dist.broadcast(size, src=0)
     if world.main:
-        buf = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(where)
+        buf = torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device)
     else:
-        buf = torch.empty(int(size.item()), dtype=torch.uint8, device=where)
+        buf = torch.empty(int(size.item()), dtype=torch.uint8, device=device)
     dist.broadcast(buf, src=0)
     return bytes(buf.cpu().numpy().tobytes())
 
@@ -165,17 +164,9 @@ def all_sum(values: list[float], world: World, device: torch.device) -> list[flo
         return values
     import torch.distributed as dist
 
-    where = device if device.type == "cuda" else torch.device("cpu")
-    t = torch.tensor(values, dtype=torch.float64, device=where)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return t.tolist()
-
-
-def barrier(world: World) -> None:
-    if world.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def shard(index: torch.Tensor, world: World) -> tuple[Optional[torch.Tensor], float]:

@@ -35,14 +35,18 @@ def make_rows(n_per_class=120, seed=0):
     return rows
 
 
-@pytest.fixture
-def toy_csv(tmp_path):
-    path = tmp_path / "toy.csv"
+def write_toy_csv(path: Path, n_per_class: int = 120) -> Path:
+    """The toy alphabet data as a text,label CSV at ``path``."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["text", "label"])
-        w.writerows(make_rows())
+        w.writerows(make_rows(n_per_class))
     return path
+
+
+@pytest.fixture
+def toy_csv(tmp_path):
+    return write_toy_csv(tmp_path / "toy.csv")
 
 
 def tiny_config(dataset, out, **kw) -> Config:
@@ -65,10 +69,5 @@ def toy_run(tmp_path_factory):
     import rnnkit
 
     tmp = tmp_path_factory.mktemp("toy-run")
-    path = tmp / "toy.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(make_rows())
-    rnnkit.train(tiny_config(path, tmp / "run", epochs=4))
+    rnnkit.train(tiny_config(write_toy_csv(tmp / "toy.csv"), tmp / "run", epochs=4))
     return tmp / "run"

@@ -17,7 +17,7 @@ from rnnkit import distributed
 from rnnkit.errors import RnnkitError
 from rnnkit.run import load_tensors
 
-from conftest import make_rows
+from conftest import write_toy_csv
 
 # Dropout off and no label smoothing: then the only difference between 2 processes x 8 rows and
 # 1 process x 16 rows is float summation order, and the weights must agree closely.
@@ -52,15 +52,8 @@ def _env():
 
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory):
-    import csv
-
     root = tmp_path_factory.mktemp("ddp")
-    path = root / "toy.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["text", "label"])
-        w.writerows(make_rows(150))
-    return root, path
+    return root, write_toy_csv(root / "toy.csv", 150)
 
 
 @pytest.fixture(scope="module")
