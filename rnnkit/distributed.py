@@ -109,6 +109,10 @@ def context(device_name: str, timeout_minutes: float = 30.0) -> Iterator[tuple[W
     dist.init_process_group(backend, timeout=datetime.timedelta(minutes=timeout_minutes))
     try:
         yield world, device
+        # A rank that tears the group down while a peer is still in its last collective can make
+        # gloo abort the peer ("terminate called without an active exception"); meet first.
+        # Only on success: after an error the peers may be gone, and waiting would hang.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
