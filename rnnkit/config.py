@@ -21,6 +21,8 @@ BACKENDS = ("torch", "scratch")
 POOLINGS = ("last", "max", "mean", "maxmean", "attention")
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 AMPS = ("off", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16")
+KERNELS = ("auto", "fused", "native", "packed")
 SCHEDULERS = ("plateau", "epoch", "none")
 MONITORS = ("val_accuracy", "val_macro_f1", "val_loss")
 TOKENIZERS = ("char", "whitespace", "syllable", "kiwi", "okt", "sentencepiece")
@@ -87,6 +89,9 @@ class Config:
     pooling: str = "max"
     head_hidden: int = 192
     head_dropout: float = 0.3
+    kernel: str = "auto"
+    """How the recurrent layer runs (rnnkit.padded): auto (fused on CPU, torch's cuDNN kernel on GPU),
+    fused, native (torch's kernel on padded input), packed (pack_padded_sequence). All give equal results."""
 
     # --- optimisation ----------------------------------------------------
     epochs: int = 20
@@ -97,6 +102,9 @@ class Config:
     momentum: float = 0.0
     """Only for SGD and RMSprop."""
     clip_grad: Optional[float] = 1.0
+    sparse_embedding: Optional[bool] = None
+    """Update only the embedding rows a batch uses (torch's SparseAdam). None: automatic, on for
+    vocabularies of 10,000+ tokens trained with adam/adamw without weight decay on CPU."""
     scheduler: str = "plateau"
     """plateau: multiply lr by lr_factor when the monitored metric stalls; epoch: after every epoch."""
     lr_factor: float = 0.5
@@ -115,6 +123,9 @@ class Config:
     amp: str = "off"
     """Mixed precision on CUDA: off, bf16 or fp16. Off by default: at these model sizes bf16 was measured
     slower than fp32 for cuDNN's LSTM, so turn it on only where benchmarks/throughput.py shows a gain."""
+    precision: str = "auto"
+    """CPU training arithmetic: auto (bf16 where the CPU computes it natively, else fp32), fp32, bf16.
+    bf16 runs the matrix products in bfloat16 with fp32 weights, states and optimizer (autocast)."""
     num_threads: Optional[int] = None
 
     # --- run --------------------------------------------------------------
@@ -136,6 +147,8 @@ class Config:
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
         _choice("nonlinearity", self.nonlinearity, ("tanh", "relu"))
         _choice("amp", self.amp, AMPS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("kernel", self.kernel, KERNELS)
         _int_range("epochs", self.epochs, 1, 100_000)
         _int_range("batch_size", self.batch_size, 1, 1 << 20)
         _int_range("embedding_dim", self.embedding_dim, 1, 1 << 16)

@@ -7,11 +7,10 @@ int64`` (any batch size, any sequence length) and returns ``probabilities
 (batch, classes)``. ``vectorizer.json`` (tokenizer settings, vocabulary, labels)
 goes beside it, so a consumer can turn text into ids the same way.
 
-ONNX has no packed sequences, so :class:`PaddedClassifier` computes the same
-function on a padded batch: the forward direction reads the padded rows as
-they are (padding comes after the last valid step, so valid outputs are
-unaffected) and the backward direction reads each row *reversed within its
-length*, which puts its valid steps first too.
+ONNX has no packed sequences, so :class:`PaddedClassifier` runs the model on
+its padded path (:mod:`rnnkit.padded`, the same code training uses): the
+forward direction reads the padded rows as they are and the backward direction
+reads each row *reversed within its length*, which puts its valid steps first too.
 
 TorchScript (``torch.jit.trace``) is the second format: it keeps ``aten::lstm``
 as one op, so any sequence length works. ``torch.export`` does not serve here:
@@ -20,6 +19,7 @@ it unrolls the recurrent layers and fixes the sequence length at export time.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import shutil
@@ -30,77 +30,35 @@ from torch import nn
 
 from .errors import RnnkitError
 from .run import atomic_write_json
-from .model import SequenceClassifier
+from .model import SequenceClassifier, make_rnn
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
 
 
-def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each row's first ``lengths[b]`` steps of ``x (B, T, F)``, leaving padding in place."""
-    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
-    last = (lengths.unsqueeze(1) - 1).to(steps.dtype)
-    index = torch.where(steps <= last, last - steps, steps)
-    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[2]))
-
-
 class PaddedClassifier(nn.Module):
     """:class:`SequenceClassifier`'s inference function on padded batches, without packing.
 
-    ``forward(ids (B, T) int64, lengths (B,) int64) -> probabilities (B, C)``.
-    Built from a trained classifier: embedding, attention and head are shared
-    with it; each recurrent layer and direction is copied into its own
-    one-layer, one-direction torch RNN.
+    ``forward(ids (B, T) int64, lengths (B,) int64) -> probabilities (B, C)``. It is the
+    model itself on the padded path of :mod:`rnnkit.padded` with torch's own recurrent
+    kernels (``kernel="native"``), which trace to single ONNX ``LSTM``/``GRU``/``RNN`` ops;
+    a ``scratch``-backend model gets a torch twin with the same weights first.
     """
 
     def __init__(self, model: SequenceClassifier):
         super().__init__()
-        rnn = model.rnn
-        self.cell, self.pooling = model.cell, model.pooling
-        self.bidirectional, self.num_layers = rnn.bidirectional, rnn.num_layers
-        self.embedding, self.fc1, self.fc2 = model.embedding, model.fc1, model.fc2
-        self.attention = getattr(model, "attention", None)
-        layer_type = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[model.cell]
-        state = rnn.state_dict()
-        self.layers = nn.ModuleList()
-        for layer in range(self.num_layers):
-            for suffix in ("", "_reverse")[: 2 if self.bidirectional else 1]:
-                in_size = rnn.input_size if layer == 0 else rnn.hidden_size * (2 if self.bidirectional else 1)
-                kwargs = {"nonlinearity": rnn.nonlinearity} if model.cell == "rnn" else {}
-                one = layer_type(in_size, rnn.hidden_size, batch_first=True, **kwargs)
-                one.load_state_dict({f"{name}_l0": state[f"{name}_l{layer}{suffix}"]
-                                     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")})
-                self.layers.append(one)
+        model = copy.deepcopy(model)
+        if not isinstance(model.rnn, nn.RNNBase):
+            rnn = model.rnn
+            twin = make_rnn(model.cell, "torch", rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bidirectional,
+                            0.0, getattr(rnn, "nonlinearity", "tanh"))
+            twin.load_state_dict(rnn.state_dict())
+            model.rnn = twin
+        model.kernel = "native"
+        self.model = model
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        x = self.embedding(ids)
-        directions = 2 if self.bidirectional else 1
-        for layer in range(self.num_layers):
-            forward_out = self.layers[layer * directions](x)[0]
-            if self.bidirectional:
-                backward = self.layers[layer * directions + 1](reverse_within_length(x, lengths))[0]
-                x = torch.cat([forward_out, reverse_within_length(backward, lengths)], dim=-1)
-            else:
-                x = forward_out
-        mask = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
-        if self.pooling == "last":
-            h = x.shape[-1] // directions
-            last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
-            pooled = x.gather(1, last).squeeze(1)[:, :h]
-            if self.bidirectional:
-                pooled = torch.cat([pooled, x[:, 0, h:]], dim=-1)
-        elif self.pooling == "attention":
-            scores = self.attention(x).squeeze(-1).masked_fill(~mask, float("-inf"))
-            pooled = torch.bmm(torch.softmax(scores, dim=1).unsqueeze(1), x).squeeze(1)
-        else:
-            parts = []
-            if self.pooling != "mean":
-                parts.append(x.masked_fill(~mask.unsqueeze(-1), float("-inf")).amax(dim=1))
-            if self.pooling != "max":
-                summed = x.masked_fill(~mask.unsqueeze(-1), 0.0).sum(dim=1)
-                parts.append(summed / lengths.unsqueeze(1).to(x.dtype))
-            pooled = torch.cat(parts, dim=-1)
-        return torch.softmax(self.fc2(torch.relu(self.fc1(pooled))), dim=-1)
+        return torch.softmax(self.model(ids, lengths), dim=-1)
 
 
 def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int = 0):
@@ -115,9 +73,7 @@ def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int 
 
 def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Path:
     """Write ``model`` in ``fmt`` to ``path``; returns the path."""
-    import copy
-
-    padded = PaddedClassifier(copy.deepcopy(model).cpu().eval()).eval()
+    padded = PaddedClassifier(model.cpu().eval()).eval()
     ids, lengths = example_batch(model.embedding.num_embeddings)
     if fmt == "onnx":
         try:
@@ -162,8 +118,6 @@ def onnx_session(path: Path):
 
 def max_difference(model: SequenceClassifier, path: Path, fmt: str, trials: int = 5) -> float:
     """Largest |exported - PyTorch| probability over random mixed-length batches."""
-    import copy
-
     from .predict import predict_proba
 
     model = copy.deepcopy(model).cpu()

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from rnnkit.errors import RnnkitError
-from rnnkit.export import PaddedClassifier, example_batch, export_model, max_difference, reverse_within_length
+from rnnkit.export import PaddedClassifier, example_batch, export_model, max_difference
+from rnnkit.padded import reverse_within_length
 from rnnkit.model import SequenceClassifier
 from rnnkit.predict import predict_proba
 

@@ -1,0 +1,294 @@
+"""The padded fast path: torch's recurrent layers on padded batches, equal to packing.
+
+Packing (``pack_padded_sequence``) is the textbook way to feed variable-length
+batches to ``nn.LSTM``, but it is slow: on CPU a packed LSTM never reaches
+oneDNN, on GPU packing turns off cuDNN's persistent kernels. Batches from the
+length-bucketed sampler carry little padding, so rnnkit runs them padded and
+makes the result *equal* to the packed one:
+
+* the forward direction reads the padded rows as they are: padding comes after
+  each row's last valid step, so no valid output ever sees it;
+* the backward direction reads each row *reversed within its length*
+  (:func:`reverse_within_length`), which puts its valid steps first too, and
+  its output is reversed back the same way;
+* outputs at padded steps are garbage; every consumer (pooling, the last state)
+  looks only at valid steps, so they receive a zero gradient, and a zero
+  gradient cannot flow back into valid steps.
+
+Each layer and direction runs on one of two kernels:
+
+* ``native``: torch's own ``aten::lstm/gru/rnn_*`` (oneDNN for the LSTM on CPU,
+  cuDNN on GPU). ONNX and TorchScript export always take this one.
+* ``fused``: :class:`FusedLayer` below, for CPU training: both directions of a
+  layer step together, the input projections of all steps are one batched GEMM,
+  and a hand-written backward replaces autograd's per-op bookkeeping inside the
+  time loop. It exists because the GRU and the Elman RNN have no oneDNN path on
+  CPU; it also beats oneDNN's LSTM at rnnkit's sizes (BENCHMARKS.md, "Speed").
+
+Both compute the same function; tests hold them to the packed path within 1e-5.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+
+
+def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse each row's first ``lengths[b]`` steps of ``x (B, T, F)``, leaving padding in place.
+
+    The map is its own inverse: applied to a reversed tensor it restores the original.
+    """
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+    last = (lengths.to(x.device).unsqueeze(1) - 1).to(steps.dtype)
+    index = torch.where(steps <= last, last - steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[2]))
+
+
+def valid_mask(lengths: Tensor, seq_len: int, device) -> Tensor:
+    """``(B, T)`` bool, True at each row's valid steps."""
+    return torch.arange(seq_len, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
+def choose_kernel(kernel: str, rnn: nn.RNNBase, x: Tensor) -> str:
+    """What ``auto`` means, from measurements (BENCHMARKS.md, "Speed").
+
+    ``native`` for the LSTM on CPU (oneDNN beats the fused kernel), on GPU (cuDNN) and in
+    exports; ``fused`` for the GRU and the Elman RNN on CPU, which have no oneDNN path.
+    """
+    if kernel != "auto":
+        return kernel
+    if x.device.type != "cpu" or rnn.mode == "LSTM" or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return "native"
+    return "fused"
+
+
+def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto") -> Tensor:
+    """Outputs ``(B, T, D*H)`` of the batch-first ``rnn`` (nn.RNN/LSTM/GRU) on padded ``x (B, T, I)``.
+
+    Equal to running ``rnn`` on ``pack_padded_sequence(x, lengths)`` at every valid step;
+    padded steps hold garbage. ``D`` is 2 for a bidirectional ``rnn``. Dropout between
+    layers follows ``rnn.dropout`` in training mode, as ``nn.LSTM`` does.
+    """
+    kernel = choose_kernel(kernel, rnn, x)
+    mode = rnn.mode  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
+    directions = ("", "_reverse") if rnn.bidirectional else ("",)
+    layer_in = x
+    for layer in range(rnn.num_layers):
+        if layer > 0 and rnn.dropout and rnn.training:
+            layer_in = F.dropout(layer_in, rnn.dropout, True)
+        weights = [[getattr(rnn, f"{name}_l{layer}{sfx}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                   for sfx in directions]
+        if kernel == "fused":
+            layer_in = FusedLayer.apply(mode, layer_in, lengths, *[torch.stack(ws) for ws in zip(*weights)])
+            continue
+        inputs = [layer_in] + ([reverse_within_length(layer_in, lengths)] if rnn.bidirectional else [])
+        outs = [_native(mode, inp, ws, rnn.hidden_size, rnn.training) for inp, ws in zip(inputs, weights)]
+        if rnn.bidirectional:
+            layer_in = torch.cat([outs[0], reverse_within_length(outs[1], lengths)], dim=-1)
+        else:
+            layer_in = outs[0]
+    return layer_in
+
+
+def last_state(out: Tensor, lengths: Tensor, bidirectional: bool) -> Tensor:
+    """``h_n`` of the top layer as ``(B, D*H)`` from :func:`run_padded`'s output.
+
+    The forward direction's last state is at each row's last valid step; the
+    backward direction, reversed back, ends at step 0.
+    """
+    index = (lengths.to(out.device) - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
+    last = out.gather(1, index).squeeze(1)
+    if not bidirectional:
+        return last
+    h = out.shape[-1] // 2
+    return torch.cat([last[:, :h], out[:, 0, h:]], dim=-1)
+
+
+def _native(mode: str, x: Tensor, weights: list, hidden: int, training: bool) -> Tensor:
+    """One layer, one direction through torch's kernel (oneDNN / cuDNN / ATen)."""
+    h0 = x.new_zeros(1, x.shape[0], hidden)
+    if mode == "LSTM":
+        return torch._VF.lstm(x, (h0, h0), weights, True, 1, 0.0, training, False, True)[0]
+    fn = {"GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu}[mode]
+    return fn(x, h0, weights, True, 1, 0.0, training, False, True)[0]
+
+
+class FusedLayer(torch.autograd.Function):
+    """One recurrent layer, all directions at once, with a hand-written backward.
+
+    ``forward(mode, x (B, T, I), lengths (B,), w_ih (D, G*H, I), w_hh (D, G*H, H), b_ih (D, G*H),
+    b_hh (D, G*H))`` returns the layer's output ``(B, T, D*H)`` as a packed run would give it
+    at every valid step, each direction starting from zeros. Gate order and equations are
+    torch's. Inside, everything is time-major ``(D, T, B, ...)``: one ``index_select`` gathers
+    both directions' inputs (the second reversed within each row's length), one batched GEMM
+    makes every step's input projection, and one ``index_select`` puts the states back in
+    batch-first order. Under CPU autocast the GEMMs run in its dtype (bf16) while states,
+    gate arithmetic and gradient sums stay fp32.
+    """
+
+    @staticmethod
+    def forward(ctx, mode: str, x: Tensor, lengths: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor,
+                b_hh: Tensor) -> Tensor:
+        dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32
+        B, T, I = x.shape
+        D = w_ih.shape[0]
+        with torch.autocast("cpu", enabled=False):
+            in_rows, out_rows = _layer_rows(lengths, B, T, D)
+            x_c = x.reshape(B * T, I).to(dtype).index_select(0, in_rows).view(D, T, B, I)
+            hs, saved = _fused_forward(mode, x_c, w_ih.float(), w_hh.float(), b_ih.float(), b_hh.float(), dtype)
+            out = hs.view(-1, hs.shape[-1]).index_select(0, out_rows).view(B, T, -1)
+        ctx.mode, ctx.dtype, ctx.x_dtype, ctx.hs_shape = mode, dtype, x.dtype, hs.shape
+        ctx.save_for_backward(w_ih, w_hh, in_rows, out_rows, x_c, *saved)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        w_ih, w_hh, in_rows, out_rows, x_c, *saved = ctx.saved_tensors
+        D, T1, B, H = ctx.hs_shape
+        with torch.autocast("cpu", enabled=False):
+            dy = grad_out.new_zeros(D * T1 * B, H, dtype=torch.float32)
+            dy.index_copy_(0, out_rows, grad_out.reshape(-1, H).float())
+            d_xc, *d_w = _fused_backward(ctx.mode, dy.view(D, T1, B, H)[:, 1:], x_c, w_ih.float(), w_hh.float(),
+                                         saved, ctx.dtype)
+            I = d_xc.shape[-1]
+            d_x = d_xc.new_zeros(B * (T1 - 1), I, dtype=torch.float32)
+            d_x.index_add_(0, in_rows, d_xc.reshape(-1, I).float())
+        return (None, d_x.view(B, T1 - 1, I).to(ctx.x_dtype), None, *(g.to(w_ih.dtype) for g in d_w))
+
+
+def _layer_rows(lengths: Tensor, B: int, T: int, D: int) -> tuple[Tensor, Tensor]:
+    """Row maps between batch-first ``(B*T)`` rows and the kernel's time-major layout.
+
+    ``in_rows (D*T*B,)``: row ``(d, t, b)`` of the kernel's input reads row ``b*T + s`` of
+    ``x``, where ``s = t`` forward and ``s = length[b]-1-t`` (within the length) backward.
+    ``out_rows (B*T*D,)``: output row ``(b, s, d)`` reads the state after step ``t`` of
+    direction ``d``, row ``(d, t+1, b)`` of ``hs (D, T+1, B, H)``.
+    """
+    t = torch.arange(T).view(T, 1)
+    b = torch.arange(B).view(1, B)
+    last = (lengths.cpu() - 1).view(1, B)
+    rev = torch.where(t <= last, last - t, t)  # (T, B): the step reversed within the length
+    src = [t.expand(T, B)] + ([rev] if D == 2 else [])
+    in_rows = torch.stack([b * T + s for s in src]).reshape(-1)
+    # For (b, s): forward state at t = s, backward state at t = rev[s] (rev is its own inverse).
+    s = torch.arange(T).view(1, T)
+    bb = torch.arange(B).view(B, 1)
+    steps = [s.expand(B, T)] + ([rev.t()] if D == 2 else [])
+    out_rows = torch.stack([d * (T + 1) * B + (st + 1) * B + bb for d, st in enumerate(steps)], dim=-1)
+    return in_rows.to(lengths.device), out_rows.reshape(-1).to(lengths.device)
+
+
+GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
+
+
+def _fused_forward(mode: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
+                   dtype: torch.dtype):
+    D, T, B, _ = x.shape
+    H = w_hh.shape[-1]
+    # Input projections of every step in one batched GEMM, fp32: gi (D, T, B, G*H).
+    gi = torch.add(b_ih.unsqueeze(1), torch.bmm(x.view(D, T * B, -1), w_ih.transpose(1, 2).to(dtype)))
+    gi = gi.view(D, T, B, -1)
+    w_hh_t = w_hh.transpose(1, 2).to(dtype)
+    b_hh = b_hh.unsqueeze(1)
+    hs = x.new_zeros(D, T + 1, B, H, dtype=torch.float32)  # hs[:, t]: the state before step t
+    # The states again in the compute dtype: the next step's GEMM operand, and dW_hh's later.
+    hs_c = hs if dtype == torch.float32 else hs.to(dtype)
+    if mode == "LSTM":
+        acts = gi  # overwritten in place: sigmoid(i), sigmoid(f), tanh(g), sigmoid(o)
+        cs = hs.new_zeros(D, T + 1, B, H)
+        for t in range(T):
+            a = gi[:, t].add_(torch.bmm(hs_c[:, t], w_hh_t)).add_(b_hh)
+            i, f, g, o = a.chunk(4, -1)
+            a[..., :2 * H].sigmoid_()
+            g.tanh_()
+            o.sigmoid_()
+            c = torch.addcmul(f * cs[:, t], i, g, out=cs[:, t + 1])
+            torch.mul(o, torch.tanh(c), out=hs[:, t + 1])
+            if hs_c is not hs:
+                hs_c[:, t + 1].copy_(hs[:, t + 1])
+        saved = (hs_c, cs, acts)
+    elif mode == "GRU":
+        hn = hs.new_empty(D, T, B, H)  # W_hn h + b_hn, before r scales it
+        for t in range(T):
+            gh = torch.bmm(hs_c[:, t], w_hh_t)
+            a = gi[:, t]
+            rz = a[..., :2 * H].add_(gh[..., :2 * H]).add_(b_hh[..., :2 * H])
+            r, z = rz.sigmoid_().chunk(2, -1)
+            torch.add(gh[..., 2 * H:], b_hh[..., 2 * H:], out=hn[:, t])
+            n = a[..., 2 * H:].addcmul_(r, hn[:, t]).tanh_()
+            torch.addcmul(n, z, hs[:, t] - n, out=hs[:, t + 1])
+            if hs_c is not hs:
+                hs_c[:, t + 1].copy_(hs[:, t + 1])
+        saved = (hs, hs_c, gi, hn)  # gi now holds r, z, n
+    else:
+        for t in range(T):
+            a = gi[:, t].add_(torch.bmm(hs_c[:, t], w_hh_t)).add_(b_hh)
+            hs[:, t + 1].copy_(a.tanh_() if mode == "RNN_TANH" else a.relu_())
+            if hs_c is not hs:
+                hs_c[:, t + 1].copy_(hs[:, t + 1])
+        saved = (hs, hs_c)
+    return hs, saved
+
+
+def _fused_backward(mode: str, dy: Tensor, x_c: Tensor, w_ih: Tensor, w_hh: Tensor, saved, dtype: torch.dtype):
+    """Gradients ``(d_x, d_w_ih, d_w_hh, d_b_ih, d_b_hh)`` from ``dy (D, T, B, H)``, the states' gradient."""
+    D, T, B, H = dy.shape
+    G = GATES[mode]
+    w_hh_c = w_hh.to(dtype)
+    # Pre-activation gradients of every step, kept for the weight GEMMs: dgi for the input side
+    # and dgh for the hidden side (they differ only in the GRU's n gate, scaled by r there).
+    dgi = dy.new_empty(D, T, B, G * H, dtype=dtype)
+    dgh = dy.new_empty(D, T, B, G * H, dtype=dtype) if mode == "GRU" else dgi
+    dh = dy.new_zeros(D, B, H)
+    if mode == "LSTM":
+        hs_c, cs, acts = saved
+        dc = torch.zeros_like(dh)
+        for t in range(T - 1, -1, -1):
+            dh = dh + dy[:, t]
+            i, f, g, o = acts[:, t].chunk(4, -1)
+            tc = torch.tanh(cs[:, t + 1])
+            dc = dc.addcmul_(dh * o, 1 - tc * tc)
+            di, df, dg, do = dgi[:, t].chunk(4, -1)
+            torch.mul(dc * g, i * (1 - i), out=di)
+            torch.mul(dc * cs[:, t], f * (1 - f), out=df)
+            torch.mul(dc * i, 1 - g * g, out=dg)
+            torch.mul(dh * tc, o * (1 - o), out=do)
+            dc = dc * f
+            dh = torch.bmm(dgi[:, t], w_hh_c).float()
+    elif mode == "GRU":
+        hs, hs_c, rzn, hn = saved
+        for t in range(T - 1, -1, -1):
+            dh = dh + dy[:, t]
+            r, z, n = rzn[:, t].chunk(3, -1)
+            dan = dh * (1 - z) * (1 - n * n)
+            dgi_r, dgi_z, dgi_n = dgi[:, t].chunk(3, -1)
+            dgh_r, dgh_z, dgh_n = dgh[:, t].chunk(3, -1)
+            torch.mul(dan * hn[:, t], r * (1 - r), out=dgi_r)
+            torch.mul(dh * (hs[:, t] - n), z * (1 - z), out=dgi_z)
+            dgi_n.copy_(dan)
+            dgh_r.copy_(dgi_r)
+            dgh_z.copy_(dgi_z)
+            torch.mul(dan, r, out=dgh_n)
+            dh = torch.bmm(dgh[:, t], w_hh_c).float().addcmul_(dh, z)
+    else:
+        hs, hs_c = saved
+        for t in range(T - 1, -1, -1):
+            dh = dh + dy[:, t]
+            h = hs[:, t + 1]
+            torch.mul(dh, 1 - h * h if mode == "RNN_TANH" else (h > 0).to(h.dtype), out=dgi[:, t])
+            dh = torch.bmm(dgi[:, t], w_hh_c).float()
+    # Weight and input gradients as GEMMs over all steps and rows at once, rows ordered (T, B).
+    flat_gi = dgi.view(D, T * B, G * H)
+    flat_gh = dgh.view(D, T * B, G * H)
+    h_prev = hs_c[:, :-1].reshape(D, T * B, H)
+    d_w_hh = torch.bmm(flat_gh.transpose(1, 2), h_prev).float()
+    d_w_ih = torch.bmm(flat_gi.transpose(1, 2), x_c.view(D, T * B, -1)).float()
+    d_b_hh = flat_gh.sum(1, dtype=torch.float32)
+    d_b_ih = flat_gi.sum(1, dtype=torch.float32)
+    d_x = torch.bmm(flat_gi, w_ih.to(dtype)).view(D, T, B, -1)
+    return d_x, d_w_ih, d_w_hh, d_b_ih, d_b_hh

@@ -1,0 +1,128 @@
+"""The padded fast path must compute exactly what packing computes: outputs, pooled
+features, logits and every gradient, for every cell, depth, direction and pooling."""
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from rnnkit.config import POOLINGS
+from rnnkit.model import Dropout, SequenceClassifier
+from rnnkit.padded import FusedLayer, last_state, run_padded, valid_mask
+
+TOL = dict(atol=1e-5, rtol=0)
+
+
+def ragged(batch=6, max_len=9, vocab=30, seed=0):
+    """ids with padding zeroed and lengths that include 1 and max_len, in no particular order."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, max_len + 1, (batch,), generator=g)
+    lengths[1], lengths[3] = max_len, 1
+    ids = torch.randint(4, vocab, (batch, max_len), generator=g)
+    ids[torch.arange(max_len)[None] >= lengths[:, None]] = 0
+    return ids, lengths
+
+
+LAYERS = [(nn.RNN, {"nonlinearity": "tanh"}), (nn.RNN, {"nonlinearity": "relu"}), (nn.LSTM, {}), (nn.GRU, {})]
+
+
+@pytest.mark.parametrize("kernel", ["native", "fused"])
+@pytest.mark.parametrize("layer,kwargs", LAYERS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_layer_outputs_and_gradients_equal_packed(layer, kwargs, kernel):
+    for num_layers, bidirectional in itertools.product((1, 2), (False, True)):
+        torch.manual_seed(0)
+        rnn = layer(5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, **kwargs)
+        _, lengths = ragged()
+        x = torch.randn(len(lengths), int(lengths.max()), 5, requires_grad=True)
+        mask = valid_mask(lengths, x.shape[1], x.device)[..., None]
+        weight = torch.randn(x.shape[0], x.shape[1], rnn.hidden_size * (1 + bidirectional))
+
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        ref, h_n = rnn(packed)
+        ref = pad_packed_sequence(ref, batch_first=True)[0]
+        ref_grads = torch.autograd.grad((ref * weight).sum(), [x, *rnn.parameters()])
+
+        out = run_padded(rnn, x, lengths, kernel).masked_fill(~mask, 0.0)
+        grads = torch.autograd.grad((out * weight).sum(), [x, *rnn.parameters()])
+
+        where = f"{layer.__name__}{kwargs} layers={num_layers} bidirectional={bidirectional} {kernel}"
+        torch.testing.assert_close(out, ref, **TOL, msg=lambda m: f"outputs, {where}: {m}")
+        for got, want in zip(grads, ref_grads):
+            torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"gradients, {where}: {m}")
+        h_n = h_n[0] if isinstance(h_n, tuple) else h_n
+        top = torch.cat([h_n[-2], h_n[-1]], -1) if bidirectional else h_n[-1]
+        torch.testing.assert_close(last_state(out, lengths, bidirectional), top, **TOL)
+
+
+@pytest.mark.parametrize("pooling", POOLINGS)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_classifier_features_logits_and_gradients_equal_packed(cell, pooling):
+    ids, lengths = ragged(batch=7, max_len=11)
+    y = torch.randint(0, 3, (7,), generator=torch.Generator().manual_seed(2))
+    for num_layers, bidirectional in itertools.product((1, 2), (False, True)):
+        results = {}
+        for kernel in ("packed", "native", "fused"):
+            torch.manual_seed(0)
+            model = SequenceClassifier(30, 3, cell=cell, embedding_dim=6, hidden_size=5, head_hidden=4,
+                                       num_layers=num_layers, bidirectional=bidirectional, pooling=pooling,
+                                       embedding_dropout=0.0, head_dropout=0.0, kernel=kernel)
+            features = model.encode(ids, lengths)
+            logits = model(ids, lengths)
+            nn.functional.cross_entropy(logits, y).backward()
+            results[kernel] = (features, logits, [p.grad for p in model.parameters()])
+        ref = results.pop("packed")
+        for kernel, (features, logits, grads) in results.items():
+            where = f"{cell} {pooling} layers={num_layers} bidirectional={bidirectional} {kernel}"
+            torch.testing.assert_close(features, ref[0], **TOL, msg=lambda m: f"features, {where}: {m}")
+            torch.testing.assert_close(logits, ref[1], **TOL, msg=lambda m: f"logits, {where}: {m}")
+            for got, want in zip(grads, ref[2]):
+                torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"gradients, {where}: {m}")
+
+
+def test_padding_past_the_longest_row_changes_nothing():
+    model = SequenceClassifier(30, 3, cell="gru", embedding_dim=6, hidden_size=5, kernel="fused").eval()
+    ids, lengths = ragged()
+    with torch.no_grad():
+        a = model(ids, lengths)
+        b = model(torch.cat([ids, torch.zeros(len(ids), 4, dtype=ids.dtype)], 1), lengths)
+    torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("mode,gates", [("LSTM", 4), ("GRU", 3), ("RNN_TANH", 1)])
+def test_fused_layer_under_bf16_autocast_stays_close_to_fp32(mode, gates):
+    torch.manual_seed(0)
+    B, T, I, H = 16, 12, 32, 24
+    x = torch.randn(B, T, I)
+    lengths = torch.randint(1, T + 1, (B,))
+    weights = [torch.randn(2, gates * H, I) * 0.2, torch.randn(2, gates * H, H) * 0.2,
+               torch.randn(2, gates * H) * 0.1, torch.randn(2, gates * H) * 0.1]
+    fp32 = FusedLayer.apply(mode, x, lengths, *weights)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = FusedLayer.apply(mode, x, lengths, *weights)
+    assert bf16.dtype == torch.float32, "states stay fp32 under autocast"
+    mask = valid_mask(lengths, T, x.device)
+    assert (bf16 - fp32)[mask].abs().max() < 0.05
+    assert not torch.equal(bf16, fp32), "the GEMMs really ran in bf16"
+
+
+def test_dropout_rate_scale_and_seed():
+    drop = Dropout(0.3)
+    x = torch.ones(200, 500)
+    torch.manual_seed(5)
+    a = drop(x)
+    torch.manual_seed(5)
+    b = drop(x)
+    assert torch.equal(a, b), "same seed, same mask"
+    dropped = (a == 0).float().mean().item()
+    assert abs(dropped - 0.3) < 0.01
+    assert torch.allclose(a[a != 0], torch.full_like(a[a != 0], 1 / 0.7))
+    assert abs(a.mean().item() - 1.0) < 0.02, "expected value preserved"
+    drop.eval()
+    assert drop(x) is x
+    x = torch.randn(10, 20, requires_grad=True)
+    drop.train()
+    out = drop(x)
+    out.sum().backward()
+    assert torch.equal(x.grad == 0, out == 0), "no gradient through dropped units"
