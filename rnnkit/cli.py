@@ -102,6 +102,10 @@ def train(
     seed: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None, help="auto (GPU if visible), cpu, cuda or cuda:N."),
     amp: Optional[str] = typer.Option(None, help="Mixed precision on CUDA: off, bf16 or fp16 (measure first)."),
+    precision: Optional[str] = typer.Option(None, help="CPU arithmetic: auto (bf16 where the CPU has it natively), "
+                                                        "fp32 or bf16."),
+    kernel: Optional[str] = typer.Option(None, help="Recurrent kernel: auto, fused, native or packed "
+                                                     "(all equal; for speed comparisons)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
@@ -119,7 +123,7 @@ def train(
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "clip_grad": clip_grad,
         "early_stopping": early_stopping, "monitor": monitor, "class_weights": class_weights,
         "label_smoothing": label_smoothing, "seed": seed, "device": device, "amp": amp, "num_threads": threads,
-        "progress": progress,
+        "progress": progress, "precision": precision, "kernel": kernel,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     flags.update(_parse_sets(set_))

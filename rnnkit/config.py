@@ -104,7 +104,7 @@ class Config:
     clip_grad: Optional[float] = 1.0
     sparse_embedding: Optional[bool] = None
     """Update only the embedding rows a batch uses (torch's SparseAdam). None: automatic, on for
-    vocabularies of 10,000+ tokens trained with adam/adamw without weight decay on CPU."""
+    vocabularies of 5,000+ tokens trained with adam/adamw without weight decay on CPU."""
     scheduler: str = "plateau"
     """plateau: multiply lr by lr_factor when the monitored metric stalls; epoch: after every epoch."""
     lr_factor: float = 0.5

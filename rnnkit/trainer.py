@@ -169,7 +169,7 @@ def use_sparse_embedding(cfg: Config, vocab_size: int, device: torch.device) -> 
             and cfg.weight_decay == 0)
 
 
-SPARSE_MIN_VOCAB = 10_000
+SPARSE_MIN_VOCAB = 5_000
 
 
 def autocast_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:

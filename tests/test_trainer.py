@@ -163,3 +163,85 @@ def test_cuda_training_learns_with_each_precision(toy_csv, tmp_path, amp):
     run = rnnkit.train(tiny_config(toy_csv, tmp_path / amp, epochs=4, device="cuda", amp=amp))
     assert run.metrics["test"]["accuracy"] > 0.8
     assert torch.backends.cudnn.benchmark
+
+
+# --- speed features: fused optimizers, CPU precision, row-sparse embedding updates -------------
+
+@pytest.mark.parametrize("name,impl", [("adam", "fused"), ("adamw", "fused"), ("sgd", "fused"), ("rmsprop", "foreach")])
+def test_optimizers_use_torchs_fused_or_foreach_implementation(name, impl):
+    from rnnkit.trainer import make_optimizer
+
+    opt = make_optimizer(rnnkit.Config(optimizer=name), torch.nn.Linear(3, 2).parameters())
+    assert opt.defaults[impl] is True
+
+
+def test_precision_auto_follows_native_bf16_support(monkeypatch):
+    from rnnkit import trainer
+
+    cpu = torch.device("cpu")
+    assert trainer.autocast_dtype(rnnkit.Config(precision="fp32"), cpu) is None
+    assert trainer.autocast_dtype(rnnkit.Config(precision="bf16"), cpu) is torch.bfloat16
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    assert trainer.autocast_dtype(rnnkit.Config(), cpu) is None
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    assert trainer.autocast_dtype(rnnkit.Config(), cpu) is torch.bfloat16
+    with pytest.raises(RnnkitError, match="precision must be one of auto, fp32, bf16"):
+        rnnkit.Config(precision="fp16").validate()
+
+
+def test_sparse_embedding_is_automatic_only_where_it_pays():
+    from rnnkit.trainer import use_sparse_embedding
+
+    cpu = torch.device("cpu")
+    nsmc = rnnkit.Config.for_dataset("nsmc")
+    assert use_sparse_embedding(nsmc, 24_000, cpu)
+    assert not use_sparse_embedding(nsmc, 80, cpu), "characters: dense"
+    assert not use_sparse_embedding(nsmc.update({"weight_decay": 0.01}), 24_000, cpu), "SparseAdam has no decay"
+    assert not use_sparse_embedding(rnnkit.Config(), 24_000, cpu), "the default adamw decays weights"
+    assert use_sparse_embedding(rnnkit.Config(sparse_embedding=True), 80, cpu)
+
+
+def test_sparse_embedding_trains_reproducibly_and_its_optimizer_checkpoints(toy_csv, tmp_path):
+    from torch import nn
+
+    from rnnkit import run as runio
+    from rnnkit.trainer import clip_grad_norm, make_optimizer
+
+    cfg = dict(sparse_embedding=True, optimizer="adam", weight_decay=0.0)
+    a = rnnkit.train(tiny_config(toy_csv, tmp_path / "a", epochs=3, **cfg))
+    b = rnnkit.train(tiny_config(toy_csv, tmp_path / "b", epochs=3, **cfg))
+    assert a.metrics["test"]["accuracy"] > 0.8
+    wa, wb = load_tensors(a.path / "model.safetensors"), load_tensors(b.path / "model.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    # Clipping a sparse gradient equals clipping its dense twin.
+    emb, dense_emb = nn.Embedding(10, 4, sparse=True), nn.Embedding(10, 4)
+    dense_emb.load_state_dict(emb.state_dict())
+    for e in (emb, dense_emb):
+        (e(torch.tensor([1, 1, 3])) * 5).sum().backward()
+    clip_grad_norm([emb.weight], 0.5)
+    nn.utils.clip_grad_norm_([dense_emb.weight], 0.5)
+    torch.testing.assert_close(emb.weight.grad.to_dense(), dense_emb.weight.grad)
+
+    # The combined optimizer (fused Adam + SparseAdam) survives a checkpoint round trip.
+    model = a.model.train()
+    model.embedding.sparse = True
+    params = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
+    opt = make_optimizer(rnnkit.Config(lr=1e-3, **cfg), params, sparse=[model.embedding.weight])
+    sched = torch.optim.lr_scheduler.StepLR(opt, 1, 0.5)
+    ids, lengths = torch.tensor([[2, 5, 6, 3]]), torch.tensor([4])
+    model(ids, lengths).sum().backward()
+    opt.step()
+    sched.step()
+    run_dir = tmp_path / "ckpt"
+    run_dir.mkdir()
+    runio.save_checkpoint(run_dir, model, model.state_dict(), opt, sched, {"epoch": 1})
+    opt2 = make_optimizer(rnnkit.Config(lr=1e-3, **cfg), params, sparse=[model.embedding.weight])
+    sched2 = torch.optim.lr_scheduler.StepLR(opt2, 1, 0.5)
+    runio.load_checkpoint(run_dir, model, opt2, sched2)
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups] == [5e-4] * 2
+    s1, s2 = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert s1.keys() == s2.keys() and len(s1) == len(list(model.parameters()))
+    for pid in s1:
+        for key, value in s1[pid].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2[pid][key]))
