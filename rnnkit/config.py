@@ -102,9 +102,10 @@ class Config:
     momentum: float = 0.0
     """Only for SGD and RMSprop."""
     clip_grad: Optional[float] = 1.0
-    sparse_embedding: Optional[bool] = None
-    """Update only the embedding rows a batch uses (torch's SparseAdam). None: automatic, on for
-    vocabularies of 5,000+ tokens trained with adam/adamw without weight decay on CPU."""
+    sparse_embedding: bool = False
+    """Update only the embedding rows a batch uses (adam/adamw only, via torch's SparseAdam: lazy Adam,
+    no weight decay on the embedding). Off by default: on NSMC it measured no faster per epoch and lower
+    in accuracy (BENCHMARKS.md, "Speed")."""
     scheduler: str = "plateau"
     """plateau: multiply lr by lr_factor when the monitored metric stalls; epoch: after every epoch."""
     lr_factor: float = 0.5
@@ -149,6 +150,8 @@ class Config:
         _choice("amp", self.amp, AMPS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("kernel", self.kernel, KERNELS)
+        if self.sparse_embedding and self.optimizer not in ("adam", "adamw"):
+            raise RnnkitError(f"sparse_embedding needs optimizer adam or adamw (torch's SparseAdam); got {self.optimizer!r}")
         _int_range("epochs", self.epochs, 1, 100_000)
         _int_range("batch_size", self.batch_size, 1, 1 << 20)
         _int_range("embedding_dim", self.embedding_dim, 1, 1 << 16)

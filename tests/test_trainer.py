@@ -189,16 +189,10 @@ def test_precision_auto_follows_native_bf16_support(monkeypatch):
         rnnkit.Config(precision="fp16").validate()
 
 
-def test_sparse_embedding_is_automatic_only_where_it_pays():
-    from rnnkit.trainer import use_sparse_embedding
-
-    cpu = torch.device("cpu")
-    nsmc = rnnkit.Config.for_dataset("nsmc")
-    assert use_sparse_embedding(nsmc, 24_000, cpu)
-    assert not use_sparse_embedding(nsmc, 80, cpu), "characters: dense"
-    assert not use_sparse_embedding(nsmc.update({"weight_decay": 0.01}), 24_000, cpu), "SparseAdam has no decay"
-    assert not use_sparse_embedding(rnnkit.Config(), 24_000, cpu), "the default adamw decays weights"
-    assert use_sparse_embedding(rnnkit.Config(sparse_embedding=True), 80, cpu)
+def test_sparse_embedding_is_opt_in_and_checked():
+    assert rnnkit.Config().sparse_embedding is False
+    with pytest.raises(RnnkitError, match="sparse_embedding needs optimizer adam or adamw"):
+        rnnkit.Config(sparse_embedding=True, optimizer="sgd").validate()
 
 
 def test_sparse_embedding_trains_reproducibly_and_its_optimizer_checkpoints(toy_csv, tmp_path):
