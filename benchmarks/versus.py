@@ -38,8 +38,12 @@ def worktree(ref: str, folder: Path) -> Path:
 
 def one_run(src: Path, args: list, out: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(src)}
+    # -P: no current folder on sys.path, so PYTHONPATH alone decides which rnnkit is imported.
+    imported = subprocess.run([sys.executable, "-P", "-c", "import rnnkit; print(rnnkit.__file__)"], env=env,
+                              capture_output=True, text=True).stdout.strip()
+    assert imported.startswith(str(src)), f"expected rnnkit from {src}, got {imported}"
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "rnnkit", "train", *args, "--out", str(out), "--no-progress"],
+    proc = subprocess.run([sys.executable, "-P", "-m", "rnnkit", "train", *args, "--out", str(out), "--no-progress"],
                           env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
