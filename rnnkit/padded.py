@@ -245,8 +245,7 @@ def _fused_backward(mode: str, dy: Tensor, x_c: Tensor, w_ih: Tensor, w_hh: Tens
     w_hh_c = w_hh.to(dtype)
     # Pre-activation gradients of every step, kept for the weight GEMMs: dgi for the input side
     # and dgh for the hidden side (they differ only in the GRU's n gate, scaled by r there).
-    dgi = dy.new_empty(D, T, B, G * H, dtype=dtype)
-    dgh = dy.new_empty(D, T, B, G * H, dtype=dtype) if mode == "GRU" else dgi
+    dgi = dgh = dy.new_empty(D, T, B, G * H, dtype=dtype) if mode != "GRU" else None
     dh = dy.new_zeros(D, B, H)
     if mode == "LSTM":
         hs_c, cs, acts = saved
@@ -265,19 +264,23 @@ def _fused_backward(mode: str, dy: Tensor, x_c: Tensor, w_ih: Tensor, w_hh: Tens
             dh = torch.bmm(dgi[:, t], w_hh_c).float()
     elif mode == "GRU":
         hs, hs_c, rzn, hn = saved
+        # Hidden-side gradients in fp32, written in place per step; the input side differs only in
+        # the n block (no factor r), kept apart and merged once after the loop.
+        dgh32 = dy.new_empty(D, T, B, G * H)
+        dan_all = dy.new_empty(D, T, B, H)
         for t in range(T - 1, -1, -1):
             dh = dh + dy[:, t]
             r, z, n = rzn[:, t].chunk(3, -1)
-            dan = dh * (1 - z) * (1 - n * n)
-            dgi_r, dgi_z, dgi_n = dgi[:, t].chunk(3, -1)
-            dgh_r, dgh_z, dgh_n = dgh[:, t].chunk(3, -1)
-            torch.mul(dan * hn[:, t], r * (1 - r), out=dgi_r)
-            torch.mul(dh * (hs[:, t] - n), z * (1 - z), out=dgi_z)
-            dgi_n.copy_(dan)
-            dgh_r.copy_(dgi_r)
-            dgh_z.copy_(dgi_z)
-            torch.mul(dan, r, out=dgh_n)
-            dh = torch.bmm(dgh[:, t], w_hh_c).float().addcmul_(dh, z)
+            g_r, g_z, g_n = dgh32[:, t].chunk(3, -1)
+            dn = torch.addcmul(dh, dh, z, value=-1)                       # dh * (1 - z)
+            dan = torch.addcmul(dn, dn, n * n, value=-1, out=dan_all[:, t])  # dn * (1 - n^2)
+            torch.mul(dan * hn[:, t], torch.addcmul(r, r, r, value=-1), out=g_r)
+            torch.mul(dh * (hs[:, t] - n), torch.addcmul(z, z, z, value=-1), out=g_z)
+            torch.mul(dan, r, out=g_n)
+            dh = torch.bmm(dgh32[:, t].to(dtype), w_hh_c).float().addcmul_(dh, z)
+        dgh = dgh32.to(dtype)
+        dgi = dgh.clone()
+        dgi[..., 2 * H:].copy_(dan_all)
     else:
         hs, hs_c = saved
         for t in range(T - 1, -1, -1):
