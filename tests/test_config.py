@@ -62,10 +62,10 @@ def test_dataset_defaults_then_file_then_flags(tmp_path):
     from rnnkit.config import resolve_config
 
     cfg = resolve_config(None, {"dataset": "nsmc"})
-    assert (cfg.tokenizer, cfg.cell, cfg.pooling, cfg.min_freq) == ("kiwi", "gru", "maxmean", 2)
-    (tmp_path / "c.toml").write_text('dataset = "nsmc"\ncell = "lstm"\n')
+    assert (cfg.tokenizer, cfg.cell, cfg.pooling, cfg.min_freq) == ("kiwi", "lstm", "maxmean", 2)
+    (tmp_path / "c.toml").write_text('dataset = "nsmc"\ncell = "gru"\n')
     cfg = resolve_config(str(tmp_path / "c.toml"), {"hidden_size": 32})
-    assert (cfg.tokenizer, cfg.cell, cfg.hidden_size) == ("kiwi", "lstm", 32)
+    assert (cfg.tokenizer, cfg.cell, cfg.hidden_size) == ("kiwi", "gru", 32)
     assert resolve_config(None, {"dataset": "surnames"}).tokenizer == "char"
     assert Config.for_dataset("nsmc", epochs=1).epochs == 1
 
