@@ -19,11 +19,12 @@ Each layer and direction runs on one of two kernels:
 
 * ``native``: torch's own ``aten::lstm/gru/rnn_*`` (oneDNN for the LSTM on CPU,
   cuDNN on GPU). ONNX and TorchScript export always take this one.
-* ``fused``: :class:`FusedLayer` below, for CPU training: both directions of a
+* ``fused``: :class:`FusedLayer` below, for training on CPU: both directions of a
   layer step together, the input projections of all steps are one batched GEMM,
   and a hand-written backward replaces autograd's per-op bookkeeping inside the
   time loop. It exists because the GRU and the Elman RNN have no oneDNN path on
-  CPU; it also beats oneDNN's LSTM at rnnkit's sizes (BENCHMARKS.md, "Speed").
+  CPU. ``auto`` uses it to train those two; oneDNN measured faster for the LSTM
+  (:func:`choose_kernel`, BENCHMARKS.md "CPU speed").
 
 Both compute the same function; tests hold them to the packed path within 1e-5.
 """
@@ -58,14 +59,17 @@ def valid_mask(lengths: Tensor, seq_len: int, device) -> Tensor:
 
 
 def choose_kernel(kernel: str, rnn: nn.RNNBase, x: Tensor) -> str:
-    """What ``auto`` means, from measurements (BENCHMARKS.md, "Speed").
+    """What ``auto`` means, from measurements (BENCHMARKS.md, "CPU speed").
 
-    ``native`` for the LSTM on CPU (oneDNN beats the fused kernel), on GPU (cuDNN) and in
-    exports; ``fused`` for the GRU and the Elman RNN on CPU, which have no oneDNN path.
+    ``fused`` for training the GRU and the Elman RNN on CPU, which have no oneDNN path;
+    ``native`` everywhere else: the LSTM on CPU (oneDNN beats the fused kernel), inference
+    (torch's kernels were as fast or faster without a backward pass to save), GPUs (cuDNN)
+    and exports.
     """
     if kernel != "auto":
         return kernel
-    if x.device.type != "cpu" or rnn.mode == "LSTM" or torch.jit.is_tracing() or torch.jit.is_scripting():
+    if (x.device.type != "cpu" or rnn.mode == "LSTM" or not torch.is_grad_enabled()
+            or torch.jit.is_tracing() or torch.jit.is_scripting()):
         return "native"
     return "fused"
 
