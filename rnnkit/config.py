@@ -90,8 +90,8 @@ class Config:
     head_hidden: int = 192
     head_dropout: float = 0.3
     kernel: str = "auto"
-    """How the recurrent layer runs (rnnkit.padded): auto (fused on CPU, torch's cuDNN kernel on GPU),
-    fused, native (torch's kernel on padded input), packed (pack_padded_sequence). All give equal results."""
+    """How the recurrent layer runs (rnnkit.padded): auto (the fused kernel to train a GRU/RNN on CPU, torch's
+    kernels on padded input otherwise), fused, native, packed (pack_padded_sequence). All give equal results."""
 
     # --- optimisation ----------------------------------------------------
     epochs: int = 20
@@ -105,7 +105,7 @@ class Config:
     sparse_embedding: bool = False
     """Update only the embedding rows a batch uses (adam/adamw only, via torch's SparseAdam: lazy Adam,
     no weight decay on the embedding). Off by default: on NSMC it measured no faster per epoch and lower
-    in accuracy (BENCHMARKS.md, "Speed")."""
+    in accuracy (BENCHMARKS.md, "CPU speed")."""
     scheduler: str = "plateau"
     """plateau: multiply lr by lr_factor when the monitored metric stalls; epoch: after every epoch."""
     lr_factor: float = 0.5

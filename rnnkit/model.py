@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .config import KERNELS, POOLINGS
 from .errors import RnnkitError
-from .padded import last_state, run_padded, valid_mask
+from .padded import column_gather, last_state, run_padded, valid_mask  # noqa: F401 (column_gather: public here)
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional",
@@ -79,22 +79,12 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
-def column_gather(outputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Pick each row's output at its last valid step (the book's ``column_gather``).
-
-    ``outputs (B, T, H)``, ``lengths (B,)`` -> ``(B, H)``, done as one gather
-    instead of the book's Python loop over the batch.
-    """
-    index = (lengths.to(outputs.device) - 1).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
-    return outputs.gather(1, index).squeeze(1)
-
-
 class SequenceClassifier(nn.Module):
     """Embedding -> RNN -> pooling -> two-layer head, returning logits ``(B, C)``.
 
     Args mirror :class:`rnnkit.Config`'s model section. ``kernel`` picks how the torch
-    backend's recurrent layer runs (:mod:`rnnkit.padded`): ``auto`` (the fused kernel on
-    CPU, torch's on GPU), ``fused``, ``native``, or ``packed`` (``pack_padded_sequence``,
+    backend's recurrent layer runs (:mod:`rnnkit.padded`): ``auto`` (the fused kernel to
+    train a GRU/RNN on CPU, torch's kernels otherwise), ``fused``, ``native``, or ``packed`` (``pack_padded_sequence``,
     the textbook path, kept as the reference). The scratch backend always reads packed
     input. ``pooling``:
       * ``last``: the final hidden state of each sequence -- forward direction

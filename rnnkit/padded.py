@@ -31,12 +31,19 @@ Both compute the same function; tests hold them to the packed path within 1e-5.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+
+def reversed_steps(lengths: Tensor, seq_len: int, device) -> Tensor:
+    """``(B, T)``: the step each position reads when its row is reversed within its length.
+
+    ``length[b] - 1 - t`` for valid steps, ``t`` for padding; the map is its own inverse.
+    """
+    steps = torch.arange(seq_len, device=device).unsqueeze(0)
+    last = lengths.to(device, steps.dtype).unsqueeze(1) - 1
+    return torch.where(steps <= last, last - steps, steps)
 
 
 def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
@@ -46,11 +53,19 @@ def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
     ``index_select`` over the ``B*T`` rows (3x cheaper forward + backward than ``gather``).
     """
     B, T, F = x.shape
-    steps = torch.arange(T, device=x.device).unsqueeze(0)
-    last = (lengths.to(x.device).unsqueeze(1) - 1).to(steps.dtype)
-    source = torch.where(steps <= last, last - steps, steps)
+    source = reversed_steps(lengths, T, x.device)
     rows = (source + torch.arange(B, device=x.device).unsqueeze(1) * T).reshape(-1)
     return x.reshape(B * T, F).index_select(0, rows).view(B, T, F)
+
+
+def column_gather(outputs: Tensor, lengths: Tensor) -> Tensor:
+    """Pick each row's output at its last valid step (the book's ``column_gather``).
+
+    ``outputs (B, T, H)``, ``lengths (B,)`` -> ``(B, H)``, done as one gather
+    instead of the book's Python loop over the batch.
+    """
+    index = (lengths.to(outputs.device) - 1).view(-1, 1, 1).expand(-1, 1, outputs.shape[-1])
+    return outputs.gather(1, index).squeeze(1)
 
 
 def valid_mask(lengths: Tensor, seq_len: int, device) -> Tensor:
@@ -108,8 +123,7 @@ def last_state(out: Tensor, lengths: Tensor, bidirectional: bool) -> Tensor:
     The forward direction's last state is at each row's last valid step; the
     backward direction, reversed back, ends at step 0.
     """
-    index = (lengths.to(out.device) - 1).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
-    last = out.gather(1, index).squeeze(1)
+    last = column_gather(out, lengths)
     if not bidirectional:
         return last
     h = out.shape[-1] // 2
@@ -178,8 +192,7 @@ def _layer_rows(lengths: Tensor, B: int, T: int, D: int) -> tuple[Tensor, Tensor
     """
     t = torch.arange(T).view(T, 1)
     b = torch.arange(B).view(1, B)
-    last = (lengths.cpu() - 1).view(1, B)
-    rev = torch.where(t <= last, last - t, t)  # (T, B): the step reversed within the length
+    rev = reversed_steps(lengths, T, "cpu").t()  # (T, B)
     src = [t.expand(T, B)] + ([rev] if D == 2 else [])
     in_rows = torch.stack([b * T + s for s in src]).reshape(-1)
     # For (b, s): forward state at t = s, backward state at t = rev[s] (rev is its own inverse).

@@ -48,9 +48,9 @@ def make_optimizer(cfg: Config, params, sparse: Optional[list] = None) -> torch.
     """The optimizer of ``cfg`` in torch's fastest implementation for these parameters.
 
     ``fused`` (one kernel over all tensors; Adam, AdamW, SGD) where torch has it, else
-    ``foreach`` (RMSprop). The default per-tensor loop costs ~10x a fused Adam step on the
-    NSMC model, half of a whole training step (BENCHMARKS.md, "Speed"). The three
-    implementations compute the same update up to float rounding.
+    ``foreach`` (RMSprop). On the NSMC model an Adam step took 10.7 ms with the default
+    per-tensor loop and 3.0 ms fused (BENCHMARKS.md, "CPU speed"). The implementations
+    compute the same update up to float rounding.
 
     ``sparse``: parameters with row-sparse gradients (an embedding with ``sparse=True``),
     updated by ``torch.optim.SparseAdam``: only the rows a batch used move, and their
@@ -64,7 +64,6 @@ def make_optimizer(cfg: Config, params, sparse: Optional[list] = None) -> torch.
         "sgd": (torch.optim.SGD, {"momentum": cfg.momentum}),
     }[cfg.optimizer]
     kwargs.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    dense = None
     for impl in ({"fused": True}, {"foreach": True}, {}):
         try:
             dense = kind(params, **kwargs, **impl)
@@ -144,27 +143,19 @@ class CombinedOptimizer(torch.optim.Optimizer):
         return f"CombinedOptimizer({', '.join(type(o).__name__ for o in self.optimizers)})"
 
 
-def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: list, max_norm: float) -> torch.Tensor:
     """``nn.utils.clip_grad_norm_`` that also takes row-sparse gradients (a sparse embedding's)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not any(g.is_sparse for g in grads):
+    if not any(p.grad is not None and p.grad.is_sparse for p in params):
         return nn.utils.clip_grad_norm_(params, max_norm)
-    dense = [g for g in grads if not g.is_sparse]
-    sparse = [g.coalesce() for g in grads if g.is_sparse]  # repeated rows summed before the norm
     for p in params:
         if p.grad is not None and p.grad.is_sparse:
-            p.grad = sparse.pop(0)
-            sparse.append(p.grad)
-    norms = [g.norm() for g in dense] + [g._values().norm() for g in sparse]
-    total = torch.linalg.vector_norm(torch.stack(norms))
+            p.grad = p.grad.coalesce()  # repeated rows summed before the norm
+    values = [p.grad._values() if p.grad.is_sparse else p.grad for p in params if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack([v.norm() for v in values]))
     scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in dense:
-        g.mul_(scale)
-    for g in sparse:
-        g._values().mul_(scale)
+    for v in values:
+        v.mul_(scale)
     return total
-
-
 
 
 def autocast_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
@@ -172,7 +163,7 @@ def autocast_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
 
     On CUDA ``cfg.amp`` decides. On CPU ``cfg.precision``: ``auto`` means bf16 where the CPU
     has native bf16 arithmetic (AVX512-BF16 or AMX), where it measured faster at equal
-    accuracy (BENCHMARKS.md, "Speed"); fp32 elsewhere, where bf16 would be emulated and slow.
+    accuracy (BENCHMARKS.md, "CPU speed"); fp32 elsewhere, where bf16 would be emulated and slow.
     """
     if device.type == "cuda":
         return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
@@ -279,6 +270,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     total_loss, correct, seen = 0.0, 0, 0
     pin = device.type == "cuda" and split.ids.device.type == "cpu"
     autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    params = list(model.parameters())
     for index in batches:
         index, weight = distributed.shard(index, world)
         if index is None:
@@ -297,7 +289,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
         else:
             (loss * weight).backward()
         if clip_grad:
-            clip_grad_norm(list(model.parameters()), clip_grad)
+            clip_grad_norm(params, clip_grad)
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()
