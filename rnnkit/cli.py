@@ -108,6 +108,9 @@ def train(
                                                      "(all equal; for speed comparisons)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress"),
+    baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
+                                            help="Fit the linear n-gram baseline too and report it beside the RNN "
+                                                 "(default on; seconds)."),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
 ):
     from .config import resolve_config
@@ -123,12 +126,12 @@ def train(
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "clip_grad": clip_grad,
         "early_stopping": early_stopping, "monitor": monitor, "class_weights": class_weights,
         "label_smoothing": label_smoothing, "seed": seed, "device": device, "amp": amp, "num_threads": threads,
-        "progress": progress, "precision": precision, "kernel": kernel,
+        "progress": progress, "precision": precision, "kernel": kernel, "baseline": baseline,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     flags.update(_parse_sets(set_))
     if resume:
-        allowed = {"epochs", "device", "amp", "num_threads", "progress", "data_dir"}
+        allowed = {"epochs", "device", "amp", "num_threads", "progress", "data_dir", "baseline"}
         extra = set(flags) - allowed
         if extra or config:
             raise RnnkitError(f"--resume continues a run with its saved config; only {', '.join(sorted(allowed))} "
@@ -171,15 +174,75 @@ def evaluate(
             raise RnnkitError(f"the {split} split of {dataset or cfg.dataset} is empty; choose another --split")
         texts, labels, source = part.texts, part.labels, f"the {split} split"
     report = run.evaluate(texts, labels, source=source)
+    # The baseline was scored when the run trained, on this same split: shown only for that split.
+    stored = (run.metrics.get("baseline") or {}).get(split) if input is None and dataset in (None, cfg.dataset) \
+        else None
     if as_json:
+        if stored:
+            report["baseline"] = {**stored, "settings": run.metrics["baseline"]["settings"]}
         typer.echo(json.dumps(report, ensure_ascii=False))
         return
     typer.echo(f"{source}: {report['n']} examples  accuracy {report['accuracy']:.4f}  "
                f"macro-F1 {report['macro_f1']:.4f}  weighted-F1 {report['weighted_f1']:.4f}")
+    if stored:
+        from .baseline import compare_line
+
+        typer.echo(compare_line(split, {split: report}, {split: stored}) + "  [linear baseline: "
+                   f"{run.metrics['baseline']['settings']['features']} n-grams, fitted when the run trained]")
     width = max(len(l) for l in report["per_class"]) + 2
     typer.echo(f"{'class':<{width}} precision  recall     f1  support")
     for label, row in report["per_class"].items():
         typer.echo(f"{label:<{width}} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {row['support']:8d}")
+
+
+@app.command(help="Fit the linear n-gram baseline (TF-IDF + linear SVM) on a dataset's splits, tuned on val, "
+                  "scored on test: the bar an RNN has to clear.\n\n"
+                  "Examples:\n\n"
+                  "  rnnkit baseline --dataset surnames --data-dir ../shared/data\n\n"
+                  "  rnnkit baseline --dataset reviews.csv --text-column review --label-column stars --json")
+@_guard
+def baseline(
+    dataset: Optional[str] = typer.Option(None, help="Named dataset (words, surnames, names, nsmc) or a file/folder."),
+    data_dir: Optional[str] = typer.Option(None, help="Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."),
+    config: Optional[str] = typer.Option(None, help="Settings file or named config: its split and text settings "
+                                                      "(seed, fractions, normalization) are used."),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None, help="Seed of the split, when the data has none (same as train's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result object as JSON."),
+    set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
+):
+    from .baseline import fit_baseline
+    from .config import resolve_config
+    from .data import load_dataset
+    from .tokenizers import Tokenizer
+    from .trainer import tokenizer_settings
+
+    flags = {"dataset": dataset, "data_dir": data_dir, "text_column": text_column, "label_column": label_column,
+             "seed": seed}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    flags.update(_parse_sets(set_))
+    cfg = resolve_config(config, flags)
+    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.val_fraction,
+                          cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress)
+    settings = tokenizer_settings(cfg)
+    # Only the normalization is needed (n-grams need no tokenizer); the base class applies it.
+    normalize = Tokenizer(settings["lowercase"], settings["normalize"], settings["squeeze_repeats"])
+    result = fit_baseline(splits, prepare=normalize.prepare, log=lambda m: None)
+    if as_json:
+        typer.echo(json.dumps(result, ensure_ascii=False))
+        return
+    typer.echo(f"{splits.name or cfg.dataset}: train {len(splits.train)}, val {len(splits.val)}, "
+               f"test {len(splits.test)}")
+    typer.echo("features                    C  val accuracy")
+    for row in result["tried"]:
+        chosen = "  <- chosen" if (row["features"], row["C"]) == (result["settings"]["features"],
+                                                                  result["settings"]["C"]) else ""
+        typer.echo(f"{row['features']:<24} {row['C']:>4}  {row['val_accuracy']:.4f}{chosen}")
+    for split in ("val", "test"):
+        if split in result:
+            typer.echo(f"{split}: accuracy {result[split]['accuracy']:.4f}  macro-F1 {result[split]['macro_f1']:.4f}")
+    typer.echo(f"{result['seconds']:.1f}s")
 
 
 @app.command(help="Predict labels for texts or a file of texts.\n\n"

@@ -23,7 +23,7 @@ from .padded import column_gather, last_state, run_padded, valid_mask  # noqa: F
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional",
-    "rnn_dropout", "embedding_dropout", "pooling", "head_hidden", "head_dropout",
+    "rnn_dropout", "embedding_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
 )
 
 
@@ -79,6 +79,41 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class NgramEmbedding(nn.Module):
+    """Embeddings of the hashed 2..``order``-grams of ids ending at each position, summed: ``(B, T, E)``.
+
+    Beside a character's own embedding this gives the RNN the subword units (``"ov"``,
+    ``"ova"``) that make a linear n-gram model strong on names; beside a word's, its
+    phrases. Hashing (fastText's trick) keeps the table at ``buckets`` rows whatever the
+    number of n-grams, and needs nothing but the ids, so exports carry it unchanged.
+    Positions before a sequence's start read id 0 (padding).
+    """
+
+    PRIME = 1_000_003
+
+    def __init__(self, order: int, buckets: int, dim: int):
+        super().__init__()
+        self.order, self.buckets = order, buckets
+        self.table = nn.Embedding(buckets, dim)
+        nn.init.normal_(self.table.weight, std=0.1)  # start small next to the N(0, 1) token embedding
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.long()
+        total = None
+        h = ids
+        for n in range(2, self.order + 1):
+            earlier = nn.functional.pad(ids, (n - 1, 0))[:, : ids.shape[1]]
+            # Mixing in n keeps the same ids at different orders apart; the modulo after each
+            # step keeps every product far inside int64.
+            h = ((h * self.PRIME + earlier) * 31 + n) % self.buckets
+            e = self.table(h)
+            total = e if total is None else total + e
+        return total
+
+    def extra_repr(self) -> str:
+        return f"order={self.order}, buckets={self.buckets}"
+
+
 class SequenceClassifier(nn.Module):
     """Embedding -> RNN -> pooling -> two-layer head, returning logits ``(B, C)``.
 
@@ -98,7 +133,8 @@ class SequenceClassifier(nn.Module):
                  nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128,
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
                  embedding_dropout: float = 0.1, pooling: str = "max", head_hidden: int = 128,
-                 head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto"):
+                 head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
+                 ngram_buckets: int = 100_000):
         super().__init__()
         if pooling not in POOLINGS:
             raise RnnkitError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
@@ -107,6 +143,7 @@ class SequenceClassifier(nn.Module):
         self.cell, self.pooling = cell, pooling
         self.kernel = "packed" if backend == "scratch" else kernel
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.ngrams = NgramEmbedding(ngram_order, ngram_buckets, embedding_dim) if ngram_order > 1 else None
         self.embedding_dropout = Dropout(embedding_dropout)
         self.rnn = make_rnn(cell, backend, embedding_dim, hidden_size, num_layers, bidirectional,
                             rnn_dropout, nonlinearity)
@@ -119,7 +156,10 @@ class SequenceClassifier(nn.Module):
 
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``."""
-        x = self.embedding_dropout(self.embedding(ids))
+        x = self.embedding(ids)
+        if self.ngrams is not None:
+            x = x + self.ngrams(ids)
+        x = self.embedding_dropout(x)
         if self.kernel == "packed":
             out, last = self._run_packed(x, lengths)
         else:

@@ -120,7 +120,7 @@ def verify_run(run_dir: Path) -> dict:
 
 
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, best_state: dict, optimizer, scheduler,
-                    state: dict) -> None:
+                    state: dict, averaged: Optional[torch.nn.Module] = None) -> None:
     """Save model, best weights, optimizer, scheduler, RNG and loop state atomically.
 
     Written to ``checkpoint.tmp`` then swapped in, so a kill at any moment
@@ -132,6 +132,8 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, best_state: dict, opt
     tmp.mkdir()
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v for k, v in best_state.items()})
+    if averaged is not None:
+        tensors.update({f"average.{k}": v for k, v in averaged.state_dict().items()})
     opt = optimizer.state_dict()
     opt_json: dict = {"param_groups": opt["param_groups"], "state": {}}
     for pid, pstate in opt["state"].items():
@@ -157,7 +159,8 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, best_state: dict, opt
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer, scheduler) -> tuple[dict, dict]:
+def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer, scheduler,
+                    averaged: Optional[torch.nn.Module] = None) -> tuple[dict, dict]:
     """Restore what :func:`save_checkpoint` wrote; return ``(loop_state, best_state)``."""
     run_dir = Path(run_dir)
     folder = run_dir / CHECKPOINT
@@ -170,6 +173,8 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer, scheduler)
     tensors = load_tensors(folder / "state.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    if averaged is not None:
+        averaged.load_state_dict({k[8:]: v for k, v in tensors.items() if k.startswith("average.")})
     opt_state: dict = {"param_groups": meta["optimizer"]["param_groups"], "state": {}}
     for key, value in tensors.items():
         if key.startswith("optim."):

@@ -25,7 +25,7 @@ def cli_run(tmp_path_factory):
     res = rnnkit("train", "--dataset", data, "--config", cfg, "--out", out, "--epochs", 3, "--cell", "gru",
                  "--no-progress", "--threads", 1)
     assert res.returncode == 0, res.stderr
-    assert "test: accuracy" in res.stderr
+    assert "test accuracy" in res.stderr and "linear baseline" in res.stderr
     return tmp, out
 
 
@@ -71,6 +71,9 @@ def test_evaluate_json_and_file(cli_run):
     metrics = json.loads(res.stdout)
     saved = json.loads((out / "metrics.json").read_text())["test"]
     assert metrics["accuracy"] == pytest.approx(saved["accuracy"]) and "macro_f1" in metrics
+    assert metrics["baseline"]["accuracy"] == json.loads((out / "metrics.json").read_text())["baseline"]["test"]["accuracy"]
+    res = rnnkit("evaluate", out)
+    assert "linear baseline" in res.stdout and "points" in res.stdout
     f = tmp / "more.csv"
     f.write_text("text,label\nabcabc,alpha\nhijhij,beta\n")
     res = rnnkit("evaluate", out, "--input", f)

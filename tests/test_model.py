@@ -74,3 +74,37 @@ def test_scratch_and_torch_backends_share_weights_and_outputs(cell):
     ids, lengths = batch()
     with torch.no_grad():
         torch.testing.assert_close(scratch(ids, lengths), fused(ids, lengths), atol=1e-5, rtol=1e-5)
+
+
+def test_ngram_embedding_hashes_each_ngram_to_one_row_and_keeps_padding_out():
+    from rnnkit.model import NgramEmbedding
+
+    emb = NgramEmbedding(order=3, buckets=97, dim=4)
+    ids = torch.tensor([[5, 6, 7, 5, 6, 7], [9, 5, 6, 7, 0, 0]])
+    out = emb(ids)
+    assert out.shape == (2, 6, 4)
+    # The same trigram (5, 6, 7) and bigram (6, 7) give the same vector wherever they occur.
+    torch.testing.assert_close(out[0, 2], out[0, 5])
+    torch.testing.assert_close(out[0, 2], out[1, 3])
+    assert not torch.allclose(out[0, 2], out[0, 1])
+    # Changing the token two steps back changes the trigram, not the bigram.
+    assert emb(torch.tensor([[1, 6, 7]]))[0, 2].ne(emb(torch.tensor([[2, 6, 7]]))[0, 2]).any()
+
+
+@pytest.mark.parametrize("kernel", ["native", "fused"])
+def test_ngram_features_keep_padded_equal_to_packed_and_padding_inert(kernel):
+    torch.manual_seed(0)
+    ids = torch.randint(1, 30, (5, 9))
+    lengths = torch.tensor([9, 3, 6, 1, 4])
+    ids[torch.arange(9)[None, :] >= lengths[:, None]] = 0
+    outs = {}
+    for k in ("packed", kernel):
+        torch.manual_seed(0)
+        model = SequenceClassifier(30, 3, cell="gru", embedding_dim=6, hidden_size=5, pooling="maxmean",
+                                   embedding_dropout=0.0, head_dropout=0.0, kernel=k, ngram_order=3,
+                                   ngram_buckets=50).eval()
+        outs[k] = model(ids, lengths)
+        wider = model(torch.cat([ids, torch.zeros(5, 3, dtype=ids.dtype)], 1), lengths)
+        torch.testing.assert_close(wider, outs[k], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(outs[kernel], outs["packed"], rtol=1e-5, atol=1e-5)
+    assert "ngrams.table.weight" in model.state_dict()

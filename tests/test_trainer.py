@@ -82,7 +82,7 @@ def _train_cmd(toy_csv, out, threads=1):
     return [sys.executable, "-m", "rnnkit", "train", "--dataset", str(toy_csv), "--out", str(out),
             "--embedding-dim", "16", "--hidden-size", "32", "--epochs", "4", "--batch-size", "8",
             "--no-progress", "--threads", str(threads), "--early-stopping", "10",
-            "--lr", "0.01"]
+            "--lr", "0.01", "--set", "ema=0.9", "--set", "ngram_order=3"]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(toy_csv, tmp_path):
@@ -239,3 +239,30 @@ def test_sparse_embedding_trains_reproducibly_and_its_optimizer_checkpoints(toy_
     for pid in s1:
         for key, value in s1[pid].items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2[pid][key]))
+
+
+def test_weight_average_ramps_then_follows_the_decay():
+    from rnnkit.trainer import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    average = WeightAverage(model, decay=0.99)
+    start = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    average.update()  # step 1: decay min(0.99, 2/11)
+    torch.testing.assert_close(average.model.weight, start + (1 - 2 / 11))
+    average.steps = 10_000
+    before = average.model.weight.detach().clone()
+    average.update()
+    torch.testing.assert_close(average.model.weight, before + 0.01 * (model.weight - before))
+    assert not average.model.weight.requires_grad
+
+
+def test_ema_run_saves_the_averaged_weights_it_validated(toy_csv, tmp_path):
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=2, ema=0.9))
+    history = [json.loads(l) for l in (run.path / "history.jsonl").read_text().splitlines()]
+    best = max(history, key=lambda h: h["val_accuracy"])
+    assert run.metrics["val"]["accuracy"] == pytest.approx(best["val_accuracy"])
+    plain = rnnkit.train(tiny_config(toy_csv, tmp_path / "p", epochs=2))
+    wa, wb = load_tensors(run.path / "model.safetensors"), load_tensors(plain.path / "model.safetensors")
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)

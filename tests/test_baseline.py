@@ -1,0 +1,92 @@
+"""The linear n-gram baseline: what it fits, how it chooses, and where it is reported."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import rnnkit
+from rnnkit.baseline import compare_line, fit_baseline
+from rnnkit.data import Examples, Splits
+from rnnkit.errors import RnnkitError
+
+from conftest import make_rows, tiny_config
+
+
+def toy_splits(seed=0) -> Splits:
+    rows = make_rows(80, seed=seed)
+    parts = [rows[:160], rows[160:200], rows[200:]]
+    return Splits(*(Examples([t for t, _ in p], [y for _, y in p]) for p in parts), name="toy")
+
+
+def test_fits_tunes_on_val_and_scores_test():
+    result = fit_baseline(toy_splits())
+    assert result["test"]["accuracy"] > 0.8 and 0 < result["test"]["macro_f1"] <= 1
+    assert result["test"]["n"] == 40 and result["val"]["n"] == 40
+    # The chosen settings are the best validation score among those tried, and scored as such.
+    best = max(result["tried"], key=lambda t: t["val_accuracy"])
+    assert (result["settings"]["features"], result["settings"]["C"]) == (best["features"], best["C"])
+    assert result["val"]["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert {t["features"] for t in result["tried"]} >= {"char 1-3", "char 1-4", "char 1-5"}
+    # Single-word texts get no word features.
+    assert not any("words" in t["features"] for t in result["tried"])
+    json.dumps(result)  # goes into metrics.json as is
+
+
+def test_is_deterministic_and_uses_word_ngrams_for_sentences():
+    rows = make_rows(60, seed=1)
+    sentences = [(" ".join([t[:4], t[4:8], t[8:]]), y) for t, y in rows]
+    splits = Splits(*(Examples([t for t, _ in p], [y for _, y in p])
+                      for p in (sentences[:120], sentences[120:150], sentences[150:])))
+    a, b = fit_baseline(splits), fit_baseline(splits)
+    assert a["tried"] == b["tried"] and a["test"] == b["test"]
+    assert any(t["features"].endswith("words 1-2") for t in a["tried"])
+
+
+def test_normalization_is_applied_before_the_ngrams():
+    seen = []
+    fit_baseline(toy_splits(), prepare=lambda t: seen.append(t) or t.upper())
+    assert len(seen) == 240
+
+
+def test_bad_labels_and_empty_data_are_one_line_errors():
+    splits = toy_splits()
+    splits.val.labels[0] = "delta"
+    with pytest.raises(RnnkitError, match="label 'delta' of the val split does not occur in train"):
+        fit_baseline(splits)
+    empty = Splits(Examples(["", ""], ["a", "b"]), Examples([""], ["a"]), Examples())
+    with pytest.raises(RnnkitError, match="no n-grams"):
+        fit_baseline(empty)
+
+
+def test_compare_line_states_the_margin():
+    ours = {"test": {"accuracy": 0.889, "macro_f1": 0.88}}
+    line = compare_line("test", ours, {"test": {"accuracy": 0.873, "macro_f1": 0.87}})
+    assert line.startswith("test accuracy 0.8890 (linear baseline 0.8730, +1.6 points)")
+    assert "baseline 0.8700" in line
+    assert compare_line("test", ours, None) == "test accuracy 0.8890  macro-F1 0.8800"
+
+
+def test_train_reports_the_baseline_and_can_skip_it(toy_csv, tmp_path):
+    logs = []
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "a", epochs=1), log=logs.append)
+    stored = run.metrics["baseline"]
+    assert {"val", "test", "seconds", "settings", "tried"} <= set(stored)
+    assert stored["test"]["n"] == run.metrics["test"]["n"]
+    assert any(l.startswith("test accuracy") and "linear baseline" in l and "points" in l for l in logs)
+    skipped = rnnkit.train(tiny_config(toy_csv, tmp_path / "b", epochs=1, baseline=False), log=lambda m: None)
+    assert "baseline" not in skipped.metrics
+
+
+def test_cli_baseline_table_and_json(toy_csv):
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "baseline", "--dataset", str(toy_csv)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "<- chosen" in res.stdout and "test: accuracy" in res.stdout
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "baseline", "--dataset", str(toy_csv), "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert json.loads(res.stdout)["test"]["accuracy"] > 0.8
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "baseline", "--dataset", str(toy_csv) + ".missing"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error:")
