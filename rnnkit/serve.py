@@ -229,8 +229,10 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
     async def health():
         """Liveness plus what is being served."""
         test = run.metrics.get("test") or {}
+        baseline = (run.metrics.get("baseline") or {}).get("test") or {}
         return {"status": "ok", "run": run.path.name, "dataset": run.config.dataset, "cell": run.config.cell,
                 "labels": run.labels, "test_accuracy": test.get("accuracy"),
+                "baseline_test_accuracy": baseline.get("accuracy"),
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "uptime_seconds": round(time.time() - started, 1),
                 "batches": batcher.batches, "texts": batcher.texts}

@@ -49,6 +49,7 @@ def test_type_text_and_see_probability_bars(server):
             page = browser.new_page()
             page.goto(server)
             page.wait_for_function("document.getElementById('model').textContent.includes('3 classes')")
+            assert "Linear baseline on the same test split" in page.inner_text("#baseline")
             page.fill("#text", "hijklmn")
             page.click("#go")
             page.wait_for_selector("#results .row")
