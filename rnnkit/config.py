@@ -99,6 +99,11 @@ class Config:
     kernels on padded input otherwise), fused, native, packed (pack_padded_sequence). All give equal results."""
 
     # --- optimisation ----------------------------------------------------
+    pretrain_epochs: int = 0
+    """Epochs of language-model pretraining of the embedding and RNN on the training texts (labels unused)
+    before the classifier trains: next token forward, previous token backward (rnnkit.pretrain). 0 = off."""
+    pretrain_lr: Optional[float] = None
+    """Peak learning rate of pretraining (Adam, decaying linearly to 0); default: lr."""
     epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"
@@ -163,6 +168,9 @@ class Config:
         if self.sparse_embedding and self.optimizer not in ("adam", "adamw"):
             raise RnnkitError(f"sparse_embedding needs optimizer adam or adamw (torch's SparseAdam); got {self.optimizer!r}")
         _int_range("epochs", self.epochs, 1, 100_000)
+        _int_range("pretrain_epochs", self.pretrain_epochs, 0, 10_000)
+        if self.pretrain_lr is not None:
+            _float_range("pretrain_lr", self.pretrain_lr, 0.0, 10.0, lo_open=True)
         _int_range("batch_size", self.batch_size, 1, 1 << 20)
         _int_range("embedding_dim", self.embedding_dim, 1, 1 << 16)
         _int_range("hidden_size", self.hidden_size, 1, 1 << 16)

@@ -154,17 +154,23 @@ class SequenceClassifier(nn.Module):
         self.head_dropout = Dropout(head_dropout)
         self.fc2 = nn.Linear(head_hidden, num_classes)
 
-    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``."""
+    def sequence_outputs(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The top layer's outputs ``(B, T, D*H)`` (forward half first); steps past a row's length are
+        not defined (mask them with :func:`valid_mask`)."""
+        return self._outputs(ids, lengths)[0]
+
+    def _outputs(self, ids: torch.Tensor, lengths: torch.Tensor):
         x = self.embedding(ids)
         if self.ngrams is not None:
             x = x + self.ngrams(ids)
         x = self.embedding_dropout(x)
         if self.kernel == "packed":
-            out, last = self._run_packed(x, lengths)
-        else:
-            out = run_padded(self.rnn, x, lengths, self.kernel)
-            last = None
+            return self._run_packed(x, lengths)
+        return run_padded(self.rnn, x, lengths, self.kernel), None
+
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``."""
+        out, last = self._outputs(ids, lengths)
         if self.pooling == "last":
             return last if last is not None else last_state(out, lengths, self.rnn.bidirectional)
         mask = valid_mask(lengths, ids.shape[1], ids.device)

@@ -427,7 +427,18 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     amp = autocast_dtype(cfg, device)
 
+    pretrained = None
+    if cfg.pretrain_epochs and resume is None:
+        if world.enabled:
+            raise RnnkitError("pretrain_epochs does not work under torchrun yet; pretrain in one process "
+                              "or set --set pretrain_epochs=0")
+        from .pretrain import pretrain
+
+        pretrained = pretrain(model, data["train"], cfg.pretrain_epochs, cfg.batch_size, cfg.pretrain_lr or cfg.lr,
+                              cfg.seed, device, amp, cfg.clip_grad, cfg.progress and world.main, log)
     loop = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
+    if pretrained is not None:
+        loop["pretrain"] = pretrained
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     average = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
     if resume is not None:
@@ -538,6 +549,8 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     model.load_state_dict(best_state)
     labels = vectorizer.class_names
     metrics = {"best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "train_seconds": loop["seconds"]}
+    if loop.get("pretrain"):
+        metrics["pretrain"] = loop["pretrain"]
     for name in ("val", "test"):
         if name in data:
             metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device)
