@@ -40,7 +40,7 @@ class LanguageModelHeads(nn.Module):
     @staticmethod
     def _head(hidden_size: int, vocab_size: int) -> nn.Module:
         cutoffs = [c for c in CUTOFFS if c < vocab_size - 1]
-        if not cutoffs:
+        if not cutoffs or hidden_size < 64:  # the clusters' projections would be a few units wide
             return nn.Linear(hidden_size, vocab_size)
         return nn.AdaptiveLogSoftmaxWithLoss(hidden_size, vocab_size, cutoffs, div_value=4.0)
 
@@ -60,7 +60,9 @@ class LanguageModelHeads(nn.Module):
                 h, target, keep = h[:, 1:], ids[:, :-1], mask[:, 1:]
             h, target = h[keep], target[keep].long()
             if isinstance(head, nn.AdaptiveLogSoftmaxWithLoss):
-                nll = head(h.float(), target).loss * len(target)
+                # torch's adaptive softmax mixes dtypes under autocast (index_copy_ fails): run it in fp32.
+                with torch.autocast(h.device.type, enabled=False):
+                    nll = head(h.float(), target).loss * len(target)
             else:
                 nll = nn.functional.cross_entropy(head(h).float(), target, reduction="sum")
             total = total + nll

@@ -37,11 +37,15 @@ def test_loss_counts_one_prediction_per_neighbour(bidirectional):
     torch.testing.assert_close(heads.loss(out2, ids, lengths)[0], loss)
 
 
-def test_large_vocabularies_use_the_adaptive_softmax():
-    heads = LanguageModelHeads(8, 30_000, bidirectional=True)
+def test_large_vocabularies_use_the_adaptive_softmax_also_under_bf16_autocast():
+    heads = LanguageModelHeads(64, 30_000, bidirectional=True)
     assert all(isinstance(h, torch.nn.AdaptiveLogSoftmaxWithLoss) for h in heads.heads)
-    loss, count = heads.loss(torch.randn(2, 6, 16), torch.randint(0, 30_000, (2, 6)), torch.tensor([6, 4]))
-    assert count == 16 and torch.isfinite(loss)
+    encoder = torch.nn.Linear(4, 128)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = encoder(torch.randn(2, 6, 4))
+        loss, count = heads.loss(out, torch.randint(0, 30_000, (2, 6)), torch.tensor([6, 4]))
+    loss.backward()
+    assert count == 16 and torch.isfinite(loss) and encoder.weight.grad is not None
 
 
 def test_pretraining_learns_the_sequences_and_leaves_the_head_alone():
