@@ -427,6 +427,17 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     amp = autocast_dtype(cfg, device)
 
+    if cfg.rnn_dropout > 0 and cfg.num_layers == 1:
+        # torch would warn deep inside nn.LSTM; say it once, in the user's terms.
+        log(f"note: rnn_dropout={cfg.rnn_dropout} has no effect with num_layers=1 (it acts between stacked "
+            "layers); use embedding_dropout/head_dropout, or num_layers >= 2")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
+        f"hidden {cfg.hidden_size}, pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
+        + (f", {str(amp).replace('torch.', '')} autocast" if amp is not None else ", fp32")
+        + (f"; {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
+           f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))
+
     pretrained = None
     if cfg.pretrain_epochs and resume is None:
         if world.enabled:
@@ -436,6 +447,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
 
         pretrained = pretrain(model, data["train"], cfg.pretrain_epochs, cfg.batch_size, cfg.pretrain_lr or cfg.lr,
                               cfg.seed, device, amp, cfg.clip_grad, cfg.progress and world.main, log)
+
     loop = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
     if pretrained is not None:
         loop["pretrain"] = pretrained
@@ -456,16 +468,6 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         runio.atomic_write_bytes(run_dir / "history.jsonl",
                                  "".join(json.dumps(r) + "\n" for r in loop["history"]).encode())
 
-    if cfg.rnn_dropout > 0 and cfg.num_layers == 1:
-        # torch would warn deep inside nn.LSTM; say it once, in the user's terms.
-        log(f"note: rnn_dropout={cfg.rnn_dropout} has no effect with num_layers=1 (it acts between stacked "
-            "layers); use embedding_dropout/head_dropout, or num_layers >= 2")
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
-        f"hidden {cfg.hidden_size}, pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
-        + (f", {str(amp).replace('torch.', '')} autocast" if amp is not None else ", fp32")
-        + (f"; {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
-           f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))
     train_data = data["train"].to(device)
     if device.type == "cuda" and train_data is data["train"]:
         log("data: the training split does not fit comfortably on the GPU; batches are copied from pinned memory")
