@@ -25,6 +25,10 @@ app = typer.Typer(
 )
 
 
+DATASET_HELP = "Named dataset (words, surnames, names, nsmc) or a file/folder."
+DATA_DIR_HELP = "Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."
+
+
 def _fail(exc: RnnkitError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(exc.exit_code)
@@ -66,10 +70,10 @@ def _parse_sets(pairs: List[str]) -> dict:
                   "(DistributedDataParallel; --batch-size is the global batch)")
 @_guard
 def train(
-    dataset: Optional[str] = typer.Option(None, help="Named dataset (words, surnames, names, nsmc) or a file/folder."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."),
+    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP),
+    data_dir: Optional[str] = typer.Option(None, help=DATA_DIR_HELP),
     config: Optional[str] = typer.Option(None, help="TOML/YAML/JSON file of settings, or a named config "
-                                                      "(notes-nsmc); flags override it."),
+                                                      "(notes-nsmc, book-surnames); flags override it."),
     out: Optional[str] = typer.Option(None, help="Run folder to create (default runs/<dataset>-<cell>-<time>)."),
     resume: Optional[str] = typer.Option(None, help="Continue the unfinished run in this folder."),
     cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru."),
@@ -202,8 +206,8 @@ def evaluate(
                   "  rnnkit baseline --dataset reviews.csv --text-column review --label-column stars --json")
 @_guard
 def baseline(
-    dataset: Optional[str] = typer.Option(None, help="Named dataset (words, surnames, names, nsmc) or a file/folder."),
-    data_dir: Optional[str] = typer.Option(None, help="Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."),
+    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP),
+    data_dir: Optional[str] = typer.Option(None, help=DATA_DIR_HELP),
     config: Optional[str] = typer.Option(None, help="Settings file or named config: its split and text settings "
                                                       "(seed, fractions, normalization) are used."),
     text_column: Optional[str] = typer.Option(None),

@@ -78,3 +78,18 @@ def test_named_config_reproduces_the_study_notes():
             cfg.optimizer, cfg.lr, cfg.bidirectional) == ("nsmc", "okt", "lstm", 128, 64, 2, "rmsprop", 1e-3, False)
     with pytest.raises(RnnkitError, match="unknown named config 'notes'"):
         resolve_config("notes", {})
+
+
+def test_named_config_reproduces_the_books_surname_model():
+    from rnnkit.config import resolve_config
+
+    cfg = resolve_config("book-surnames", {"seed": 3})
+    assert (cfg.dataset, cfg.cell, cfg.bidirectional, cfg.pooling, cfg.embedding_dim, cfg.hidden_size,
+            cfg.head_dropout, cfg.optimizer, cfg.lr, cfg.seed) == ("surnames", "rnn", False, "last", 100, 64, 0.5,
+                                                                   "adam", 1e-3, 3)
+
+
+def test_accuracy_options_are_checked():
+    for bad in (dict(ema=1.0), dict(ema=0.0), dict(ngram_order=0), dict(pretrain_epochs=-1), dict(pretrain_lr=0.0)):
+        with pytest.raises(RnnkitError, match=next(iter(bad))):
+            Config(**bad).validate()
