@@ -23,7 +23,12 @@ def main() -> None:
         for p in run["curve"]:
             ax.annotate(f"ep {p['epoch']}", (p["wall_seconds"] / 60, p["val_accuracy"]), fontsize=7,
                         textcoords="offset points", xytext=(4, -10))
-    ax.set_xlabel("wall time since start of train, incl. tokenization (min)")
+        base = (run.get("baseline") or {}).get("val")
+        if base:
+            ax.axhline(base["accuracy"], linestyle="--", color="gray",
+                       label=f"linear baseline, val (test {run['baseline']['test']['accuracy']:.4f}; "
+                             f"{run['baseline']['seconds']:.0f} s)")
+    ax.set_xlabel("wall time since start of train, incl. tokenization and baseline (min)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"{result['benchmark']} on {result['machine']['cpu']}, {result['machine']['cores']} cores")
     ax.grid(alpha=0.3)
