@@ -284,6 +284,7 @@ NAMED_CONFIGS: dict[str, dict] = {
         backend="torch", bidirectional=False, num_layers=1, pooling="last", embedding_dropout=0.0, head_hidden=64,
         head_dropout=0.5, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=64, epochs=100, early_stopping=5,
         scheduler="plateau", lr_factor=0.5, lr_patience=1, label_smoothing=0.0, clip_grad=None,
+        ema=None, pretrain_epochs=0,  # not the surnames defaults: the book has neither
     ),
 }
 

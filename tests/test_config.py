@@ -87,6 +87,7 @@ def test_named_config_reproduces_the_books_surname_model():
     assert (cfg.dataset, cfg.cell, cfg.bidirectional, cfg.pooling, cfg.embedding_dim, cfg.hidden_size,
             cfg.head_dropout, cfg.optimizer, cfg.lr, cfg.seed) == ("surnames", "rnn", False, "last", 100, 64, 0.5,
                                                                    "adam", 1e-3, 3)
+    assert cfg.ema is None and cfg.pretrain_epochs == 0  # the surnames dataset defaults do not leak in
 
 
 def test_accuracy_options_are_checked():
