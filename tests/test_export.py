@@ -45,8 +45,10 @@ def test_onnx_runtime_equals_pytorch(tmp_path, cell, bidirectional):
     pooling = {("rnn", False): "last", ("rnn", True): "attention", ("lstm", False): "maxmean",
                ("lstm", True): "last", ("gru", False): "attention", ("gru", True): "maxmean"}[cell, bidirectional]
     torch.manual_seed(1)
+    # The GRU models carry hashed n-gram embeddings: their integer hashing must export too.
     model = SequenceClassifier(50, 4, cell=cell, embedding_dim=8, hidden_size=6, num_layers=2,
-                               bidirectional=bidirectional, pooling=pooling).eval()
+                               bidirectional=bidirectional, pooling=pooling,
+                               ngram_order=3 if cell == "gru" else 1, ngram_buckets=97).eval()
     path = export_model(model, tmp_path / "m.onnx", "onnx")
     assert max_difference(model, path, "onnx", trials=5) < 1e-4
     assert not model.training, "export leaves the caller's model alone"
