@@ -80,16 +80,13 @@ def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_
     """
     from tqdm.auto import tqdm
 
-    from .trainer import clip_grad_norm
+    from .trainer import clip_grad_norm, fastest_optimizer
 
     heads = LanguageModelHeads(model.rnn.hidden_size, model.embedding.num_embeddings,
                                model.rnn.bidirectional).to(device)
     encoder = [p for name, p in model.named_parameters() if name.split(".")[0] in ("embedding", "ngrams", "rnn")]
     params = encoder + list(heads.parameters())
-    try:
-        optimizer = torch.optim.Adam(params, lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = fastest_optimizer(torch.optim.Adam, params, lr=lr)
     sampler = BatchSampler(split.lengths, batch_size, shuffle=True, bucket=True, seed=seed + 7919)
     total_steps = max(1, epochs * len(sampler))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)

@@ -64,16 +64,20 @@ def make_optimizer(cfg: Config, params, sparse: Optional[list] = None) -> torch.
         "rmsprop": (torch.optim.RMSprop, {"momentum": cfg.momentum}),
         "sgd": (torch.optim.SGD, {"momentum": cfg.momentum}),
     }[cfg.optimizer]
-    kwargs.update(lr=cfg.lr, weight_decay=cfg.weight_decay)
-    for impl in ({"fused": True}, {"foreach": True}, {}):
-        try:
-            dense = kind(params, **kwargs, **impl)
-            break
-        except (TypeError, RuntimeError, ValueError):
-            continue  # this torch or these tensors (device, dtype) lack that implementation
+    dense = fastest_optimizer(kind, params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
     if not sparse:
         return dense
     return CombinedOptimizer([dense, torch.optim.SparseAdam(sparse, lr=cfg.lr)])
+
+
+def fastest_optimizer(kind: type, params: list, **kwargs) -> torch.optim.Optimizer:
+    """``kind(params, **kwargs)`` fused where torch has it, else foreach, else its plain loop."""
+    for impl in ({"fused": True}, {"foreach": True}):
+        try:
+            return kind(params, **kwargs, **impl)
+        except (TypeError, RuntimeError, ValueError):
+            continue  # this torch or these tensors (device, dtype) lack that implementation
+    return kind(params, **kwargs)
 
 
 def model_optimizer(cfg: Config, model: SequenceClassifier) -> torch.optim.Optimizer:
@@ -383,16 +387,16 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         if resume is not None:
             vectorizer = Vectorizer.from_dict(runio.read_json(Path(resume) / "vectorizer.json"))
         mine["splits"], mine["vectorizer"], mine["data"] = prepare(cfg, splits, vectorizer, log)
-        if cfg.baseline:
-            from .baseline import fit_baseline
-
-            mine["baseline"] = fit_baseline(mine["splits"], mine["vectorizer"].labels.tokens,
-                                            mine["vectorizer"].tokenizer.prepare, log)
         run_dir = Path(resume) if resume is not None else (
             Path(cfg.out) if cfg.out else _default_out(cfg, mine["splits"].name or cfg.dataset))
         if resume is None and run_dir.exists() and any(run_dir.iterdir()):
             raise RnnkitError(f"output folder {run_dir} is not empty; choose another --out, "
                               f"or continue it with --resume {run_dir}")
+        if cfg.baseline and resume is None:  # a resumed run has it in its checkpoint
+            from .baseline import fit_baseline
+
+            mine["baseline"] = fit_baseline(mine["splits"], mine["vectorizer"].labels.tokens,
+                                            mine["vectorizer"].tokenizer.prepare, log)
         return {"vectorizer": mine["vectorizer"].to_dict() if world.enabled else None, "run_dir": str(run_dir)}
 
     shared = distributed.on_main(setup, world, device)
@@ -451,6 +455,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     loop = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
     if pretrained is not None:
         loop["pretrain"] = pretrained
+    if "baseline" in mine:
+        loop["baseline"] = mine["baseline"]
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     average = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
     if resume is not None:
@@ -535,15 +541,13 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     if stop:
         log(f"early stop: no {cfg.monitor} gain for {cfg.early_stopping} epochs; best epoch {loop['best_epoch']}")
 
-    distributed.on_main(lambda: finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log,
-                                       mine.get("baseline")),
+    distributed.on_main(lambda: finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log),
                         world, device)
     return Run.load(run_dir)
 
 
 def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vectorizer: Vectorizer,
-           data: dict, loop: dict, device: torch.device, log: Callable[[str], None],
-           baseline: Optional[dict] = None) -> None:
+           data: dict, loop: dict, device: torch.device, log: Callable[[str], None]) -> None:
     """Evaluate the best weights and write the final artefacts, manifest last."""
     from .baseline import compare_line
     from .metrics import plot_confusion_matrix, plot_history
@@ -556,6 +560,7 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     for name in ("val", "test"):
         if name in data:
             metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device)
+    baseline = loop.get("baseline")
     if baseline is not None:
         metrics["baseline"] = baseline
     runio.save_tensors(run_dir / "model.safetensors", model.state_dict(), {"format": "rnnkit"})
