@@ -45,14 +45,23 @@ WORD_PATTERN = r"(?u)\b\w+\b"
 
 
 def _report(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict:
-    from .metrics import classification_report
+    from .metrics import classification_report, multilabel_report
 
+    if y_true.ndim == 2:  # multi-label: 0/1 predictions, so any threshold in (0, 1] reads them alike
+        full = multilabel_report(y_true, y_pred, np.full(len(labels), 0.5), labels)
+        return {k: full[k] for k in ("accuracy", "subset_accuracy", "micro_f1", "macro_f1", "weighted_f1", "n")}
     full = classification_report(y_true, y_pred, labels)
     return {k: full[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
 
 
-def _label_ids(values: Sequence[str], index: dict, split: str) -> np.ndarray:
+def _label_ids(values: Sequence, index: dict, split: str) -> np.ndarray:
+    """Class indices ``(n,)``, or multi-hot rows ``(n, C)`` when the labels are tuples (multi-label)."""
     try:
+        if values and isinstance(values[0], tuple):
+            out = np.zeros((len(values), len(index)), dtype=np.int64)
+            for i, labels in enumerate(values):
+                out[i, [index[v] for v in labels]] = 1
+            return out
         return np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
     except KeyError as exc:
         raise RnnkitError(f"label {exc.args[0]!r} of the {split} split does not occur in train; "
@@ -84,7 +93,9 @@ def fit_baseline(splits: Splits, labels: Optional[Sequence[str]] = None,
     started = time.perf_counter()
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise RnnkitError("the linear baseline needs train and val examples; give both splits or use --no-baseline")
-    labels = list(labels) if labels is not None else sorted(set(splits.train.labels))
+    if labels is None:
+        labels = sorted({l for y in splits.train.labels for l in y} if splits.multilabel else set(splits.train.labels))
+    labels = list(labels)
     index = {label: i for i, label in enumerate(labels)}
     names = [s for s in ("train", "val", "test") if len(splits[s])]
     texts = {s: [prepare(t) for t in splits[s].texts] if prepare else list(splits[s].texts) for s in names}
@@ -124,10 +135,17 @@ def fit_baseline(splits: Splits, labels: Optional[Sequence[str]] = None,
     def fit(name: str, c: float) -> float:
         mats = features[name]
         model = LinearSVC(C=c, random_state=0, max_iter=2000)
+        if y["train"].ndim == 2:  # multi-label: one SVM per label
+            from sklearn.multiclass import OneVsRestClassifier
+
+            model = OneVsRestClassifier(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)  # a near-converged SVM still ranks fine
+            warnings.simplefilter("ignore", UserWarning)  # a label never present in train: always predicted 0
             model.fit(mats["train"], y["train"])
-        acc = float((model.predict(mats["val"]) == y["val"]).mean())
+        n_val = len(y["val"])
+        # (subset) accuracy: every label of an example right
+        acc = float((model.predict(mats["val"]).reshape(n_val, -1) == y["val"].reshape(n_val, -1)).all(1).mean())
         tried.append({"features": name, "C": c, "val_accuracy": acc})
         models[(name, c)] = model
         return acc
@@ -165,12 +183,14 @@ def fit_baseline(splits: Splits, labels: Optional[Sequence[str]] = None,
 def compare_line(split: str, metrics: dict, baseline: Optional[dict]) -> str:
     """``test accuracy 0.8890 (linear baseline 0.8730, +1.6 points)``; without a baseline, the plain numbers."""
     ours = metrics[split]
-    line = f"{split} accuracy {ours['accuracy']:.4f}"
     theirs = (baseline or {}).get(split)
+    multi = "micro_f1" in ours
+    line = f"{split} {'subset accuracy' if multi else 'accuracy'} {ours['accuracy']:.4f}"
     if theirs:
         diff = 100 * (ours["accuracy"] - theirs["accuracy"])
         line += f" (linear baseline {theirs['accuracy']:.4f}, {diff:+.1f} points)"
-    line += f"  macro-F1 {ours['macro_f1']:.4f}"
-    if theirs:
-        line += f" (baseline {theirs['macro_f1']:.4f})"
+    for key, name in ((("micro_f1", "micro-F1"),) if multi else ()) + (("macro_f1", "macro-F1"),):
+        line += f"  {name} {ours[key]:.4f}"
+        if theirs and key in theirs:
+            line += f" (baseline {theirs[key]:.4f})"
     return line

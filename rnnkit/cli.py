@@ -79,6 +79,7 @@ def train(
     cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru."),
     backend: Optional[str] = typer.Option(None, help="torch (fused, fast) or scratch (rnnkit.nn, readable)."),
     pooling: Optional[str] = typer.Option(None, help="last, max, mean, maxmean or attention."),
+    head: Optional[str] = typer.Option(None, help="softmax, or binary for two classes (one logit + sigmoid, BCE)."),
     bidirectional: Optional[bool] = typer.Option(None, "--bidirectional/--unidirectional"),
     num_layers: Optional[int] = typer.Option(None),
     embedding_dim: Optional[int] = typer.Option(None),
@@ -90,8 +91,16 @@ def train(
     pos_tags: Optional[bool] = typer.Option(None, "--pos-tags/--no-pos-tags", help="kiwi/okt: tokens as form/TAG."),
     min_freq: Optional[int] = typer.Option(None, help="Drop tokens seen fewer times in train."),
     max_len: Optional[int] = typer.Option(None, help="Cut documents to this many tokens."),
-    text_column: Optional[str] = typer.Option(None),
-    label_column: Optional[str] = typer.Option(None),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the text (guessed when unset)."),
+    label_column: Optional[str] = typer.Option(None, help="Column holding the label (guessed when unset)."),
+    label_columns: Optional[str] = typer.Option(None, help="Multi-label: 0/1 columns that are labels, e.g. "
+                                                          "toxic,insult,threat."),
+    label_sep: Optional[str] = typer.Option(None, help="Multi-label: split label cells at this, e.g. '|' "
+                                                      "(detected when obvious; 'off' never splits)."),
+    header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the file's first row is a "
+                                                                               "header (sniffed when unset)."),
+    delimiter: Optional[str] = typer.Option(None, help="Column separator: ',', ';', '|' or '\\t' "
+                                                      "(sniffed when unset)."),
     label_names: Optional[str] = typer.Option(None, help='JSON map of raw to shown labels, e.g. \'{"0":"neg","1":"pos"}\'.'),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
@@ -121,12 +130,12 @@ def train(
     from .trainer import train as run_training
 
     flags = {
-        "dataset": dataset, "data_dir": data_dir, "out": out, "cell": cell, "backend": backend, "pooling": pooling,
+        "dataset": dataset, "data_dir": data_dir, "out": out, "cell": cell, "backend": backend, "pooling": pooling, "head": head,
         "bidirectional": bidirectional, "num_layers": num_layers, "embedding_dim": embedding_dim,
         "hidden_size": hidden_size, "rnn_dropout": rnn_dropout, "embedding_dropout": embedding_dropout,
         "head_dropout": head_dropout, "tokenizer": tokenizer, "pos_tags": pos_tags, "min_freq": min_freq,
-        "max_len": max_len, "text_column": text_column,
-        "label_column": label_column, "label_names": label_names, "epochs": epochs, "batch_size": batch_size,
+        "max_len": max_len, "text_column": text_column, "label_column": label_column,
+        "label_columns": label_columns, "label_sep": label_sep, "header": header, "delimiter": delimiter, "label_names": label_names, "epochs": epochs, "batch_size": batch_size,
         "optimizer": optimizer, "lr": lr, "weight_decay": weight_decay, "clip_grad": clip_grad,
         "early_stopping": early_stopping, "monitor": monitor, "class_weights": class_weights,
         "label_smoothing": label_smoothing, "seed": seed, "device": device, "amp": amp, "num_threads": threads,
@@ -161,18 +170,22 @@ def evaluate(
     label_column: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON."),
 ):
-    from .data import load_dataset, read_table
+    from .data import DATASETS, PYTHON_DATA, load_dataset, read_table
     from .predict import load
 
     run = load(run_dir)
     cfg = run.config
     if input is not None:
-        table = read_table(input, text_column or cfg.text_column, label_column or cfg.label_column)
+        table = read_table(input, text_column or cfg.text_column, label_column or cfg.label_column,
+                           label_sep=cfg.label_sep, label_columns=cfg.label_columns)
         texts, labels, source = table.texts, table.labels, str(input)
     else:
+        if (dataset or cfg.dataset) == PYTHON_DATA:
+            raise RnnkitError("this run was trained on data passed from Python; score a labelled file with --input")
         splits = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, text_column or cfg.text_column,
                               label_column or cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed,
-                              cfg.dedupe, progress=False)
+                              cfg.dedupe, progress=False,
+                              **({} if (dataset or cfg.dataset) in DATASETS else cfg.read_options()))
         part = splits[split]
         if len(part) == 0:
             raise RnnkitError(f"the {split} split of {dataset or cfg.dataset} is empty; choose another --split")
@@ -228,7 +241,7 @@ def baseline(
     flags.update(_parse_sets(set_))
     cfg = resolve_config(config, flags)
     splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.val_fraction,
-                          cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress)
+                          cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress, **cfg.read_options())
     settings = tokenizer_settings(cfg)
     # Only the normalization is needed (n-grams need no tokenizer); the base class applies it.
     normalize = Tokenizer(settings["lowercase"], settings["normalize"], settings["squeeze_repeats"])

@@ -25,7 +25,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 KERNELS = ("auto", "fused", "native", "packed")
 SCHEDULERS = ("plateau", "epoch", "none")
 MONITORS = ("val_accuracy", "val_macro_f1", "val_loss")
-TOKENIZERS = ("char", "whitespace", "syllable", "kiwi", "okt", "sentencepiece")
+TOKENIZERS = ("auto", "char", "whitespace", "syllable", "kiwi", "okt", "sentencepiece")
+HEADS = ("softmax", "binary")
 
 
 @dataclass
@@ -45,7 +46,17 @@ class Config:
     text_column: Optional[str] = None
     """Column holding the text; guessed (text, surname, document, sentence, ...) when unset."""
     label_column: Optional[str] = None
-    """Column holding the label; guessed (label, nationality, class, ...) when unset."""
+    """Column holding the label; guessed (label, nationality, class, ... or the one column of few short
+    values) when unset."""
+    label_columns: Optional[list] = None
+    """Multi-label from 0/1 columns: each column named here is a label (``--label-columns a,b,c``)."""
+    label_sep: Optional[str] = None
+    """Multi-label from one column: split each label cell at this string (e.g. "|"); None detects an obvious
+    '|' or ';', "off" reads every cell as one label."""
+    header: Optional[bool] = None
+    """Whether a delimited file's first row is a header; None sniffs it (the log says what was decided)."""
+    delimiter: Optional[str] = None
+    """Column separator of a delimited file; None sniffs it (tab, comma, semicolon or pipe)."""
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     """Used only when the data has no split column or separate split files."""
@@ -55,8 +66,10 @@ class Config:
     """Display names for raw labels, e.g. {"0": "negative", "1": "positive"}."""
 
     # --- text -> ids ----------------------------------------------------
-    tokenizer: str = "char"
-    """char, whitespace, syllable (Hangul), kiwi / okt (Korean morphemes), sentencepiece (trained on train)."""
+    tokenizer: str = "auto"
+    """auto (decided from the training texts, and max_len from their lengths: rnnkit.tokenizers.choose_tokenizer),
+    char, whitespace, syllable (Hangul), kiwi / okt (Korean morphemes), sentencepiece (trained on train).
+    Named datasets set their own."""
     lowercase: bool = False
     normalize: Optional[str] = "NFC"
     """Unicode normalization before tokenizing: NFC, NFKC, or None."""
@@ -94,6 +107,9 @@ class Config:
     pooling: str = "max"
     head_hidden: int = 192
     head_dropout: float = 0.3
+    head: str = "softmax"
+    """softmax over the classes, or binary (two classes: one logit + sigmoid, trained with BCE, as in the study
+    notes' nn.Linear(hidden, 1)). Multi-label data always gets one sigmoid per label."""
     kernel: str = "auto"
     """How the recurrent layer runs (rnnkit.padded): auto (the fused kernel to train a GRU/RNN on CPU, torch's
     kernels on padded input otherwise), fused, native, packed (pack_padded_sequence). All give equal results."""
@@ -153,6 +169,11 @@ class Config:
     extra: dict = field(default_factory=dict)
     """Free-form notes saved with the run (ignored by training)."""
 
+    def read_options(self) -> dict:
+        """How to read the user's own files (:func:`rnnkit.data.read_table`)."""
+        return {"header": self.header, "delimiter": self.delimiter, "label_sep": self.label_sep,
+                "label_columns": self.label_columns}
+
     def validate(self) -> "Config":
         """Raise RnnkitError on values that cannot work; return self."""
         _choice("cell", self.cell, CELLS)
@@ -162,6 +183,7 @@ class Config:
         _choice("scheduler", self.scheduler, SCHEDULERS)
         _choice("monitor", self.monitor, MONITORS)
         _choice("tokenizer", self.tokenizer, TOKENIZERS)
+        _choice("head", self.head, HEADS)
         _choice("nonlinearity", self.nonlinearity, ("tanh", "relu"))
         _choice("amp", self.amp, AMPS)
         _choice("precision", self.precision, PRECISIONS)
@@ -188,6 +210,15 @@ class Config:
             _int_range("squeeze_repeats", self.squeeze_repeats, 1, 1000)
         if self.normalize not in (None, "NFC", "NFKC", "NFD", "NFKD"):
             raise RnnkitError(f"normalize must be NFC, NFKC, NFD, NFKD or none; got {self.normalize!r}")
+        if self.delimiter is not None and len(self.delimiter) != 1:
+            raise RnnkitError(f"delimiter must be one character (tab: '\\t'); got {self.delimiter!r}")
+        if self.label_sep is not None and not self.label_sep.strip():
+            raise RnnkitError("label_sep must be a visible separator such as '|', or 'off'")
+        if self.label_columns is not None and (len(self.label_columns) < 2 or len(set(self.label_columns)) !=
+                                               len(self.label_columns)):
+            raise RnnkitError(f"label_columns needs two or more distinct columns; got {self.label_columns!r}")
+        if self.label_columns and self.label_column:
+            raise RnnkitError("give label_column (one label per row) or label_columns (0/1 columns), not both")
         if self.max_vocab is not None:
             _int_range("max_vocab", self.max_vocab, 5, 1 << 26)
         if self.max_len is not None:
@@ -245,9 +276,10 @@ class Config:
 # defaults and a config file: `rnnkit train --dataset nsmc` uses them, any file or flag wins.
 # Surnames and names: weight averaging and 5 epochs of language-model pretraining, chosen on validation
 # accuracy (issue 13, BENCHMARKS.md): surnames mean val 0.8059 vs 0.7971 over seeds 0-2, names 0.8330 vs 0.8257.
-_CHARACTER_NAMES = dict(ema=0.999, pretrain_epochs=5)
+_CHARACTER_NAMES = dict(tokenizer="char", ema=0.999, pretrain_epochs=5)
 
 DATASET_DEFAULTS: dict[str, dict] = {
+    "words": dict(tokenizer="char"),
     "surnames": _CHARACTER_NAMES,
     "names": _CHARACTER_NAMES,
     "nsmc": dict(
@@ -361,8 +393,12 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
             return float(value)
         return value
     lowered = value.strip().lower()
+    if key == "delimiter" and len(value) == 1:
+        return value  # a tab or space is a delimiter, not an empty value
     if "Optional" in hint and lowered in ("none", "null", ""):
         return None
+    if key == "delimiter":  # typed on a command line: \t, tab
+        return {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(lowered, value)
     try:
         if "bool" in hint:
             if lowered in ("1", "true", "yes", "on"):
@@ -376,6 +412,8 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
             return float(value)
         if "dict" in hint:
             return json.loads(value)
+        if "list" in hint:
+            return [part.strip() for part in value.split(",") if part.strip()]
     except ValueError:
         raise RnnkitError(f"{key} in {source} must be of type {hint.replace('Optional', '')}; got {value!r}") from None
     return value

@@ -58,7 +58,7 @@ class PaddedClassifier(nn.Module):
         self.model = model
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(ids, lengths), dim=-1)
+        return self.model.probabilities(self.model(ids, lengths))
 
 
 def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int = 0):
@@ -164,8 +164,12 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             "inputs": {"ids": "int64 (batch, seq), 0 = padding, ids from vectorizer.json's vocabulary "
                               "(with <bos>/<eos> around each text when add_bos_eos is true)",
                        "lengths": "int64 (batch,), number of valid ids in each row (>= 1)"},
-            "outputs": {"probabilities": "float32 (batch, classes), columns in the order of labels"},
+            "outputs": {"probabilities": "float32 (batch, classes), columns in the order of labels"
+                        + ("; multi-label: a sigmoid per label, predicted where it reaches its threshold"
+                           if run.multilabel else "")},
             "labels": run.labels,
+            "multilabel": run.multilabel,
+            "thresholds": run.vectorizer.thresholds if run.multilabel else None,
             "max_abs_difference_vs_pytorch": diff,
             "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
             "source_run": str(Path(run_dir).resolve()),

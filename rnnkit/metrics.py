@@ -30,7 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["classification_report", "plot_confusion_matrix", "plot_history"]
+__all__ = ["classification_report", "multilabel_report", "tune_thresholds", "plot_confusion_matrix", "plot_history"]
 
 # Matrices up to this many classes get their counts written in the cells.
 _ANNOTATE_MAX_CLASSES = 30
@@ -140,6 +140,89 @@ def classification_report(
         "confusion_matrix": cm.tolist(),
         "labels": labels,
     }
+
+
+def multilabel_report(y_true: Any, probs: Any, thresholds: Any, labels: Sequence[str]) -> dict:
+    """Multi-label scores: each label is predicted where its probability reaches its threshold.
+
+    ``y_true`` and ``probs`` are ``(n, C)`` (0/1 and probabilities), ``thresholds`` ``(C,)``.
+    Returns, in scikit-learn's conventions (``zero_division=0``)::
+
+        {"accuracy": subset accuracy, "subset_accuracy", "micro_f1", "macro_f1", "weighted_f1",
+         "hamming_loss", "n", "per_class": {label: {"precision", "recall", "f1", "support",
+         "threshold"}}, "labels": [...]}
+
+    ``accuracy`` is the subset accuracy (every label of an example right), so code that ranks
+    runs by accuracy works for both kinds. ``macro_f1`` averages the labels that occur in
+    ``y_true`` or in the predictions, as :func:`classification_report` does.
+    """
+    labels = [str(label) for label in labels]
+    t = np.asarray(y_true, dtype=np.float64) > 0.5
+    pr = np.asarray(probs, dtype=np.float64)
+    th = np.asarray(thresholds, dtype=np.float64).reshape(1, -1)
+    if t.ndim != 2 or t.shape != pr.shape or t.shape[1] != len(labels) or th.shape[1] != len(labels):
+        raise ValueError(f"y_true {t.shape}, probs {pr.shape}, thresholds {th.shape} and {len(labels)} labels disagree")
+    n = int(t.shape[0])
+    if n == 0:
+        raise ValueError("multilabel_report needs at least one sample")
+    p = pr >= th
+    tp = (t & p).sum(0).astype(np.float64)
+    support = t.sum(0).astype(np.float64)
+    predicted = p.sum(0).astype(np.float64)
+    den = support + predicted
+    f1 = np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    present = den > 0
+    micro_den = support.sum() + predicted.sum()
+    subset = float((t == p).all(1).mean())
+    return {
+        "accuracy": subset,
+        "subset_accuracy": subset,
+        "micro_f1": float(2 * tp.sum() / micro_den) if micro_den else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "weighted_f1": float((f1 * support).sum() / support.sum()) if support.sum() else 0.0,
+        "hamming_loss": float((t != p).mean()),
+        "n": n,
+        "per_class": {
+            label: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                    "support": int(support[i]), "threshold": float(th[0, i])}
+            for i, label in enumerate(labels)
+        },
+        "labels": labels,
+    }
+
+
+def tune_thresholds(y_true: Any, probs: Any, grid: Sequence[float] = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2)),
+                    passes: int = 2) -> list[float]:
+    """One threshold per label from ``grid``, chosen on these (validation) examples to maximize micro-F1.
+
+    Coordinate ascent from 0.5: each label's threshold in turn moves to the grid value that
+    raises micro-F1 most, given the others; ``passes`` rounds. Micro-F1 rather than each
+    label's own F1: tuned alone, a rare label's F1 favours a very low threshold whose false
+    positives cost the other measures far more (on names regrouped by language, subset accuracy
+    fell from 0.70 to 0.39). Ties go to the value nearest 0.5; a label absent from ``y_true``
+    keeps 0.5.
+    """
+    t = np.asarray(y_true, dtype=np.float64) > 0.5
+    pr = np.asarray(probs, dtype=np.float64)
+    grid = np.asarray(grid, dtype=np.float64)
+    support = t.sum(0).astype(np.float64)
+    # tp[g, j] and predicted[g, j] for every grid value: the whole search is table look-ups.
+    above = pr[None, :, :] >= grid[:, None, None]
+    tp = (above & t[None]).sum(1).astype(np.float64)
+    predicted = above.sum(1).astype(np.float64)
+    choice = np.full(t.shape[1], int(np.argmin(np.abs(grid - 0.5))))
+    cols = np.arange(t.shape[1])
+    for _ in range(passes):
+        for j in np.flatnonzero(support > 0):
+            tp_rest = tp[choice, cols].sum() - tp[choice[j], j]
+            pred_rest = predicted[choice, cols].sum() - predicted[choice[j], j]
+            den = support.sum() + pred_rest + predicted[:, j]
+            f1 = np.divide(2 * (tp_rest + tp[:, j]), den, out=np.zeros_like(den), where=den > 0)
+            best = max(range(len(grid)), key=lambda g: (round(f1[g], 12), -abs(grid[g] - 0.5)))
+            choice[j] = best
+    return [float(grid[g]) if support[j] > 0 else 0.5 for j, g in enumerate(choice)]
 
 
 # --------------------------------------------------------------------------- #

@@ -24,6 +24,7 @@ from .padded import column_gather, last_state, run_padded, valid_mask  # noqa: F
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional",
     "rnn_dropout", "embedding_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
+    "head",
 )
 
 
@@ -134,8 +135,12 @@ class SequenceClassifier(nn.Module):
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
                  embedding_dropout: float = 0.1, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
-                 ngram_buckets: int = 100_000):
+                 ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False):
         super().__init__()
+        if head == "binary" and (num_classes != 2 or multilabel):
+            raise RnnkitError(f"head=binary needs exactly two classes (single-label); this data has {num_classes}"
+                              f"{' labels (multi-label)' if multilabel else ''}: use head=softmax")
+        self.head, self.multilabel = head, multilabel
         if pooling not in POOLINGS:
             raise RnnkitError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
         if kernel not in KERNELS:
@@ -152,7 +157,7 @@ class SequenceClassifier(nn.Module):
             self.attention = nn.Linear(out_size, 1)
         self.fc1 = nn.Linear(out_size * (2 if pooling == "maxmean" else 1), head_hidden)
         self.head_dropout = Dropout(head_dropout)
-        self.fc2 = nn.Linear(head_hidden, num_classes)
+        self.fc2 = nn.Linear(head_hidden, 1 if head == "binary" else num_classes)
 
     def sequence_outputs(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The top layer's outputs ``(B, T, D*H)`` (forward half first); steps past a row's length are
@@ -196,10 +201,57 @@ class SequenceClassifier(nn.Module):
         return out, last
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, num_classes)``."""
+        """Logits ``(B, num_classes)``.
+
+        The binary head computes one logit ``z`` (``nn.Linear(head_hidden, 1)``) and returns ``(0, z)``:
+        a softmax over that pair is exactly ``(1 - sigmoid(z), sigmoid(z))``, so every consumer of
+        two-class logits works unchanged, and :func:`loss_function` trains ``z`` with BCE.
+        """
         h = self.encode(ids, lengths)
-        return self.fc2(self.head_dropout(torch.relu(self.fc1(h))))
+        logits = self.fc2(self.head_dropout(torch.relu(self.fc1(h))))
+        if self.head == "binary":
+            logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
+        return logits
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities from :meth:`forward`'s logits: a sigmoid per label for multi-label, else softmax."""
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
 
     @classmethod
-    def from_config(cls, cfg, vocab_size: int, num_classes: int) -> "SequenceClassifier":
-        return cls(vocab_size, num_classes, kernel=cfg.kernel, **{k: getattr(cfg, k) for k in MODEL_KEYS})
+    def from_config(cls, cfg, vocab_size: int, num_classes: int, multilabel: bool = False) -> "SequenceClassifier":
+        return cls(vocab_size, num_classes, kernel=cfg.kernel, multilabel=multilabel,
+                   **{k: getattr(cfg, k) for k in MODEL_KEYS})
+
+
+class BinaryLoss(nn.Module):
+    """BCE on the binary head's logit ``z = logits[:, 1] - logits[:, 0]``, targets 0/1 (label smoothing as in CE)."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y.float() * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return nn.functional.binary_cross_entropy_with_logits(logits[:, 1] - logits[:, 0], target)
+
+
+class MultiLabelLoss(nn.Module):
+    """Mean BCE over every (example, label) pair, targets multi-hot ``(B, C)``, smoothed toward 1/2."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        target = y * (1 - self.label_smoothing) + self.label_smoothing / 2
+        return nn.functional.binary_cross_entropy_with_logits(logits, target)
+
+
+def loss_function(head: str, multilabel: bool, label_smoothing: float = 0.0,
+                  weight: "torch.Tensor | None" = None) -> nn.Module:
+    """The training loss for a head: cross-entropy (softmax), BCE on one logit (binary) or per label (multi-label)."""
+    if multilabel:
+        return MultiLabelLoss(label_smoothing)
+    if head == "binary":
+        return BinaryLoss(label_smoothing)
+    return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)

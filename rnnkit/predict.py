@@ -26,10 +26,16 @@ class Prediction:
     probability: float
     top: list[tuple[str, float]] = field(default_factory=list)
     """The ``top_k`` labels with their probabilities, best first."""
+    labels: Optional[list[tuple[str, float]]] = None
+    """Multi-label models only: every label whose probability reaches its threshold, best first
+    (possibly none); ``label`` is then the most likely label, whether or not it passed."""
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probability": self.probability,
-                "top": [{"label": l, "probability": p} for l, p in self.top]}
+        out = {"label": self.label, "probability": self.probability,
+               "top": [{"label": l, "probability": p} for l, p in self.top]}
+        if self.labels is not None:
+            out["labels"] = [{"label": l, "probability": p} for l, p in self.labels]
+        return out
 
 
 @torch.no_grad()
@@ -43,7 +49,8 @@ def predict_proba(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tens
     for index in sampler:
         l = lengths[index]
         x = ids[index, : int(l.max())].long().to(device, non_blocking=True)
-        p = torch.softmax(model(x, l).float(), dim=-1).cpu()
+        logits = model(x, l).float()
+        p = (model.probabilities(logits) if hasattr(model, "probabilities") else torch.softmax(logits, -1)).cpu()
         if out is None:
             out = torch.empty(len(lengths), p.shape[1])
         out[index] = p
@@ -71,7 +78,8 @@ class Run:
         manifest = runio.verify_run(path)
         config = Config.from_dict(runio.read_json(path / "config.json"), source=str(path / "config.json"))
         vectorizer = Vectorizer.from_dict(runio.read_json(path / "vectorizer.json"))
-        model = SequenceClassifier.from_config(config, len(vectorizer.vocab), len(vectorizer.labels))
+        model = SequenceClassifier.from_config(config, len(vectorizer.vocab), len(vectorizer.labels),
+                                               vectorizer.multilabel)
         state = runio.load_tensors(path / "model.safetensors")
         try:
             model.load_state_dict(state)
@@ -95,8 +103,14 @@ class Run:
                 raise RnnkitError(f"text #{i + 1} is empty or not a string ({t!r}); give non-empty text")
         return texts
 
+    @property
+    def multilabel(self) -> bool:
+        """True for a multi-label model: a sigmoid per label, each with its own threshold."""
+        return self.vectorizer.multilabel
+
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
-        """Probabilities ``(len(texts), num_classes)``, columns in the order of :attr:`labels`."""
+        """Probabilities ``(len(texts), num_classes)``, columns in the order of :attr:`labels`
+        (multi-label: each label's own probability; rows need not sum to 1)."""
         ids, lengths = self.vectorizer.encode_texts(self._check_texts(texts))
         return predict_proba(self.model, ids, lengths, batch_size, self.device)
 
@@ -105,21 +119,37 @@ class Run:
         if not isinstance(top_k, int) or top_k < 1:
             raise RnnkitError(f"top_k must be a positive integer; got {top_k!r}")
         probs = self.predict_proba(texts, batch_size)
+        return self.predictions(probs, top_k)
+
+    def predictions(self, probs: torch.Tensor, top_k: int = 1) -> list[Prediction]:
+        """:class:`Prediction` objects from probabilities ``(n, C)`` (what ``predict`` and ``serve`` return)."""
         k = min(top_k, probs.shape[1])
         values, indices = probs.topk(k, dim=1)
         labels = self.labels
+        thresholds = self.vectorizer.label_thresholds().tolist() if self.multilabel else None
         out = []
-        for v_row, i_row in zip(values.tolist(), indices.tolist()):
+        for row, v_row, i_row in zip(probs.tolist(), values.tolist(), indices.tolist()):
             top = [(labels[i], round(v, 6)) for v, i in zip(v_row, i_row)]
-            out.append(Prediction(top[0][0], top[0][1], top))
+            chosen = None
+            if thresholds is not None:
+                chosen = sorted(((labels[i], round(p, 6)) for i, p in enumerate(row) if p >= thresholds[i]),
+                                key=lambda lp: -lp[1])
+            out.append(Prediction(top[0][0], top[0][1], top, chosen))
         return out
 
-    def evaluate(self, texts: Sequence[str], labels: Sequence[str], source: str = "data") -> dict:
-        """Accuracy, macro-F1, per-class scores and confusion matrix on labelled texts."""
-        from .metrics import classification_report
+    def evaluate(self, texts: Sequence[str], labels: Sequence, source: str = "data") -> dict:
+        """Accuracy, macro-F1, per-class scores and confusion matrix on labelled texts.
+
+        Multi-label models: subset accuracy, micro/macro-F1 and per-label scores at the tuned
+        thresholds (:func:`rnnkit.metrics.multilabel_report`); ``labels`` are tuples of labels.
+        """
+        from .metrics import classification_report, multilabel_report
 
         y = self.vectorizer.encode_labels(labels, source)
         probs = self.predict_proba(texts)
+        if self.multilabel:
+            return multilabel_report(y.numpy(), probs.numpy(), self.vectorizer.label_thresholds().numpy(),
+                                     self.labels)
         return classification_report(y.numpy(), probs.argmax(1).numpy(), self.labels)
 
     def __repr__(self) -> str:

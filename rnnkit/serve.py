@@ -145,17 +145,11 @@ class MicroBatcher:
             probs = predict_proba(self.run.model, ids, lengths, self.limits.max_batch, self.run.device)
             self.batches += 1
             self.texts += len(lengths)
-            labels, start = self.run.labels, 0
+            start = 0
             for i, job in ok:
                 part = probs[start: start + len(job.texts)]
                 start += len(job.texts)
-                k = min(job.top_k, part.shape[1])
-                values, indices = part.topk(k, dim=1)
-                results[i] = [
-                    {"label": labels[ix[0]], "probability": round(v[0], 6),
-                     "top": [{"label": labels[j], "probability": round(p, 6)} for p, j in zip(v, ix)]}
-                    for v, ix in zip(values.tolist(), indices.tolist())
-                ]
+                results[i] = [p.to_dict() for p in self.run.predictions(part, job.top_k)]
         return results
 
 
@@ -191,6 +185,8 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
         label: str
         probability: float
         top: list[Label]
+        labels: Optional[list[Label]] = Field(None, description="Multi-label models only: every label at or above "
+                                                                "its tuned threshold, best first.")
 
     class PredictResponse(BaseModel):
         predictions: list[PredictionOut]
@@ -231,7 +227,7 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
         test = run.metrics.get("test") or {}
         baseline = (run.metrics.get("baseline") or {}).get("test") or {}
         return {"status": "ok", "run": run.path.name, "dataset": run.config.dataset, "cell": run.config.cell,
-                "labels": run.labels, "test_accuracy": test.get("accuracy"),
+                "labels": run.labels, "multilabel": run.multilabel, "test_accuracy": test.get("accuracy"),
                 "baseline_test_accuracy": baseline.get("accuracy"),
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "uptime_seconds": round(time.time() - started, 1),

@@ -476,3 +476,43 @@ def build_tokenizer(settings: dict | str, train_texts: Optional[Sequence[str]] =
         raise RnnkitError(f"tokenizer {cls.name!r} must be trained first: give the training texts")
     _check_options(cls, options)
     return cls.train(train_texts, **options)
+
+
+def choose_tokenizer(texts: Sequence[str], sp_vocab_size: int = 8000) -> tuple[dict, str]:
+    """``tokenizer="auto"``: the config settings that suit these training texts, and why (one line).
+
+    * mostly Hangul -> ``kiwi`` morphemes with POS tags and squeezed repeats (the NSMC recipe);
+    * Chinese or Japanese script, which has no spaces between words -> ``char``;
+    * one short token per text (names, words) -> ``char``;
+    * sentences -> ``sentencepiece``, its vocabulary capped by the training text's variety: on SMS spam it
+      measured 0.984 accuracy where whitespace words gave 0.945 (issue 15).
+    """
+    sample = [t for t in texts[:20000] if t]
+    if not sample:
+        raise RnnkitError("no training texts to choose a tokenizer from")
+    letters = hangul = cjk = 0
+    for text in sample[:5000]:
+        for ch in text:
+            if ch.isalpha():
+                letters += 1
+                code = ord(ch)
+                if 0xAC00 <= code <= 0xD7A3 or 0x3130 <= code <= 0x318F:
+                    hangul += 1
+                elif 0x4E00 <= code <= 0x9FFF or 0x3040 <= code <= 0x30FF:
+                    cjk += 1
+    letters = max(letters, 1)
+    words = [len(t.split()) for t in sample]
+    mean_words = sum(words) / len(words)
+    if hangul / letters > 0.3:
+        return ({"tokenizer": "kiwi", "pos_tags": True, "squeeze_repeats": 3},
+                f"kiwi morphemes ({hangul / letters:.0%} of letters are Hangul)")
+    if cjk / letters > 0.3:
+        return {"tokenizer": "char"}, f"char ({cjk / letters:.0%} of letters are Chinese/Japanese, written without spaces)"
+    if mean_words <= 1.5:
+        return {"tokenizer": "char"}, f"char (texts are single short tokens: {mean_words:.1f} words on average)"
+    distinct = len({w for t in sample for w in t.split()})
+    # sentencepiece refuses a vocabulary larger than the text can fill; a third of the distinct
+    # words keeps whole frequent words as pieces and rare ones split into subwords.
+    size = int(min(sp_vocab_size, max(256, distinct // 3)))
+    return ({"tokenizer": "sentencepiece", "sp_vocab_size": size},
+            f"sentencepiece, {size} pieces (sentences of {mean_words:.1f} words on average, {distinct:,} distinct words)")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,7 +35,7 @@ from .config import Config
 from .data import Splits, load_dataset
 from .distributed import World
 from .errors import RnnkitError
-from .model import SequenceClassifier
+from .model import SequenceClassifier, loss_function
 from .predict import Run, predict_proba
 from .tokencache import tokenize_corpus
 from .tokenizers import build_tokenizer
@@ -229,28 +230,60 @@ def tokenizer_settings(cfg: Config) -> dict:
 
 
 def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[Vectorizer] = None,
-            log: Callable[[str], None] = _log_stderr):
-    """Load the data, fit (or reuse) the vectorizer and encode every split once."""
+            log: Callable[[str], None] = _log_stderr, choices: Optional[dict] = None):
+    """Load the data, fit (or reuse) the vectorizer and encode every split once.
+
+    With ``tokenizer="auto"`` the tokenizer and ``max_len`` are decided here from the training
+    texts; the settings chosen go into ``choices`` (config updates the caller applies and saves).
+    """
     if splits is None:
         splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column,
-                              cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress)
+                              cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress,
+                              **cfg.read_options())
     for note in splits.notes:
         log(f"data: {note}")
     if len(splits.val) == 0:
         raise RnnkitError("no validation data: give a val split/file or set val_fraction above 0 "
                           "(early stopping and checkpoint choice need it)")
+    auto_len = auto_picked = False
+    if vectorizer is None and cfg.tokenizer == "auto":
+        from .tokenizers import choose_tokenizer
+
+        picked, why = choose_tokenizer(splits.train.texts, cfg.sp_vocab_size)
+        log(f"auto: tokenizer = {why}; --tokenizer to choose another")
+        auto_len, auto_picked = cfg.max_len is None, True
+        picked["extra"] = {**cfg.extra, "auto": {"tokenizer": why}}
+        cfg = cfg.update(picked)
+        if choices is not None:
+            choices.update(picked)
     if vectorizer is None:
         from .data import DATASETS
 
         label_names = cfg.label_names
         if label_names is None and cfg.dataset in DATASETS:
             label_names = DATASETS[cfg.dataset].label_names
-        tokenizer = build_tokenizer(tokenizer_settings(cfg), splits.train.texts)
+        try:
+            tokenizer = build_tokenizer(tokenizer_settings(cfg), splits.train.texts)
+        except RnnkitError as exc:
+            fits = re.search(r"at most (\d+) pieces", str(exc))
+            if not (auto_picked and fits):
+                raise
+            # tokenizer=auto guessed a vocabulary too large for a small corpus: take what it can fill.
+            cfg = cfg.update({"sp_vocab_size": int(fits.group(1))})
+            if choices is not None:
+                choices["sp_vocab_size"] = cfg.sp_vocab_size
+            log(f"auto: sentencepiece vocabulary lowered to {cfg.sp_vocab_size} pieces, all these texts can fill")
+            tokenizer = build_tokenizer(tokenizer_settings(cfg), splits.train.texts)
     else:
         tokenizer = vectorizer.tokenizer
     tokens = {name: tokenize_corpus(tokenizer, splits[name].texts, cache=cfg.cache_tokens, progress=cfg.progress,
                                     desc=f"{tokenizer.name} {name}", log=log)
               for name in ("train", "val", "test") if len(splits[name])}
+    if auto_len:
+        cfg = cfg.update({"max_len": _auto_max_len(tokens["train"], log)})
+        if choices is not None:
+            choices["max_len"] = cfg.max_len
+            choices["extra"]["auto"]["max_len"] = f"99th percentile of training lengths"
     if vectorizer is None:
         vectorizer = Vectorizer.fit(splits.train.texts, splits.train.labels, tokenizer, cfg.min_freq,
                                     cfg.max_vocab, cfg.max_len, cfg.add_bos_eos, label_names, tokens=tokens["train"])
@@ -269,12 +302,36 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
     return splits, vectorizer, encoded
 
 
-def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], batch_size: int,
-                     device: torch.device, loss_fn: Optional[nn.Module] = None) -> dict:
-    """Loss (if ``loss_fn``) and the full classification report for one encoded split."""
-    from .metrics import classification_report
+def _auto_max_len(tokens, log: Callable[[str], None]) -> Optional[int]:
+    """The 99th percentile of the training lengths, so the longest 1% of outliers do not set the batch width."""
+    lengths = sorted(len(t) for t in tokens)
+    if not lengths:
+        return None
+    p99 = max(1, lengths[min(len(lengths) - 1, int(0.99 * len(lengths)))])
+    cut = sum(1 for n in lengths if n > p99)
+    log(f"auto: max_len = {p99} tokens (99th percentile of training lengths; the longest is {lengths[-1]}, "
+        f"{cut:,} texts are cut); --max-len to change")
+    return p99
 
-    probs = predict_proba(model, split.ids, split.lengths, batch_size, device)
+
+def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], batch_size: int,
+                     device: torch.device, loss_fn: Optional[nn.Module] = None,
+                     thresholds: Optional[torch.Tensor] = None, probs: Optional[torch.Tensor] = None) -> dict:
+    """Loss (if ``loss_fn``) and the full classification report for one encoded split.
+
+    Multi-label splits (2-D labels) get :func:`rnnkit.metrics.multilabel_report` at ``thresholds``
+    (0.5 when None). ``probs``: this split's probabilities, when already computed.
+    """
+    from .metrics import classification_report, multilabel_report
+
+    if probs is None:
+        probs = predict_proba(model, split.ids, split.lengths, batch_size, device)
+    if split.labels.ndim == 2:
+        th = thresholds if thresholds is not None else torch.full((len(labels),), 0.5)
+        report = multilabel_report(split.labels.numpy(), probs.numpy(), th.numpy(), labels)
+        if loss_fn is not None:
+            report["loss"] = float(nn.functional.binary_cross_entropy(probs.clamp(1e-7, 1 - 1e-7), split.labels))
+        return report
     report = classification_report(split.labels.numpy(), probs.argmax(1).numpy(), labels)
     if loss_fn is not None:
         # NLL of the probabilities (not of label-smoothed targets) so val_loss is comparable across runs.
@@ -282,23 +339,34 @@ def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], b
     return report
 
 
+def count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
+    """Right answers in a batch: the arg-max class, or for multi-label every label right at 0.5."""
+    if y.ndim == 2:
+        return int(((logits > 0) == (y > 0.5)).all(1).sum())
+    return int((logits.argmax(1) == y).sum())
+
+
 def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch.optim.Optimizer,
                 loss_fn: nn.Module, clip_grad: Optional[float], device: torch.device,
                 world: World = World(), amp: Optional[torch.dtype] = None,
                 scaler: Optional["torch.amp.GradScaler"] = None,
-                average: Optional[WeightAverage] = None) -> tuple[float, int, int]:
+                average: Optional[WeightAverage] = None,
+                estimate: Optional[Callable[[int, float], None]] = None) -> tuple[float, int, int]:
     """One pass over ``batches`` (tensors of row indices); returns (summed loss, correct, seen) of this rank.
 
     ``batches`` may be a tqdm bar around the sampler: it gets the running loss and accuracy.
     Under torchrun every rank gets the same global batches and trains on its share of each
     (:func:`rnnkit.distributed.shard`). ``amp`` is the autocast dtype (:func:`autocast_dtype`;
     ``None`` for fp32; fp16 needs ``scaler``). ``average`` is updated after every step.
+    ``estimate(batches, seconds)`` is called once, after the first steady batches (the first two,
+    which pay for kernel set-up, are not timed), to forecast the epoch.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     pin = device.type == "cuda" and split.ids.device.type == "cpu"
     autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     params = list(model.parameters())
+    timed_from, done = None, 0
     for index in batches:
         index, weight = distributed.shard(index, world)
         if index is None:
@@ -326,20 +394,32 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
         if average is not None:
             average.update()
         total_loss += loss.item() * len(y)
-        correct += int((logits.argmax(1) == y).sum())
+        correct += count_correct(logits, y)
         seen += len(y)
         if hasattr(batches, "set_postfix"):
             batches.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}", refresh=False)
+        if estimate is not None:
+            done += 1
+            if done == 2:
+                timed_from = time.perf_counter()
+            elif done > 2 and (done == 22 or time.perf_counter() - timed_from > 5):
+                estimate(done - 2, time.perf_counter() - timed_from)
+                estimate = None
     return total_loss, correct, seen
 
 
-def train(config: Config | dict | None = None, *, resume: Optional[str] = None, splits: Optional[Splits] = None,
-          log: Callable[[str], None] = _log_stderr, **overrides) -> Run:
+def train(config: Config | dict | None = None, *, data=None, resume: Optional[str] = None,
+          splits: Optional[Splits] = None, log: Callable[[str], None] = _log_stderr, **overrides) -> Run:
     """Train a classifier and return the loaded :class:`Run`.
 
     >>> run = rnnkit.train(Config(dataset="words", epochs=3))      # doctest: +SKIP
     >>> run.predict(["haus"])[0].label                              # doctest: +SKIP
     'German'
+    >>> run = rnnkit.train(data=[("free entry, text WIN", "spam"), ("see you at 6", "ham"), ...])  # doctest: +SKIP
+    >>> run = rnnkit.train(data=df, text_column="review", epochs=5)                # doctest: +SKIP
+
+    ``data``: a pandas DataFrame or a list of ``(text, label)`` pairs (a list of labels per
+    text for multi-label), split into train/val/test by ``seed`` like a file.
 
     ``resume`` continues the unfinished run in that folder with its saved config.
     Started by ``torchrun --nproc-per-node N -m rnnkit train ...`` it trains with
@@ -355,6 +435,14 @@ def train(config: Config | dict | None = None, *, resume: Optional[str] = None, 
         if isinstance(config, dict):
             config = Config.from_dict(config)
         cfg = (config or Config()).update(overrides, source="arguments").validate()
+        if data is not None:
+            if splits is not None:
+                raise RnnkitError("give data or splits, not both")
+            from .data import PYTHON_DATA, splits_from_table, table_from_data
+
+            table = table_from_data(data, cfg.text_column, cfg.label_column, cfg.label_sep, cfg.label_columns)
+            splits = splits_from_table(table, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.dedupe, name="data")
+            cfg = cfg.update({"dataset": PYTHON_DATA})
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     with distributed.context(cfg.device) as (world, device):
@@ -386,7 +474,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         vectorizer = None
         if resume is not None:
             vectorizer = Vectorizer.from_dict(runio.read_json(Path(resume) / "vectorizer.json"))
-        mine["splits"], mine["vectorizer"], mine["data"] = prepare(cfg, splits, vectorizer, log)
+        choices: dict = {}
+        mine["splits"], mine["vectorizer"], mine["data"] = prepare(cfg, splits, vectorizer, log, choices)
         run_dir = Path(resume) if resume is not None else (
             Path(cfg.out) if cfg.out else _default_out(cfg, mine["splits"].name or cfg.dataset))
         if resume is None and run_dir.exists() and any(run_dir.iterdir()):
@@ -397,10 +486,12 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
 
             mine["baseline"] = fit_baseline(mine["splits"], mine["vectorizer"].labels.tokens,
                                             mine["vectorizer"].tokenizer.prepare, log)
-        return {"vectorizer": mine["vectorizer"].to_dict() if world.enabled else None, "run_dir": str(run_dir)}
+        return {"vectorizer": mine["vectorizer"].to_dict() if world.enabled else None, "run_dir": str(run_dir),
+                "choices": choices}
 
     shared = distributed.on_main(setup, world, device)
     run_dir = Path(shared["run_dir"])
+    cfg = cfg.update(shared["choices"])  # what tokenizer=auto decided, saved with the run
     if world.main:
         vectorizer, data = mine["vectorizer"], mine["data"]
     else:
@@ -411,7 +502,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     labels = vectorizer.class_names
 
     torch.manual_seed(cfg.seed)
-    model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels)).to(device)
+    model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels),
+                                           vectorizer.multilabel).to(device)
     if cfg.sparse_embedding and world.enabled:
         raise RnnkitError("sparse_embedding does not work with torchrun (DDP reduces dense gradients only); "
                           "drop --set sparse_embedding=true")
@@ -425,9 +517,11 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.lr_factor)
     weight = None
     if cfg.class_weights:
+        if vectorizer.multilabel or cfg.head == "binary":
+            raise RnnkitError("class_weights works with the softmax head on single-label data; drop --class-weights")
         counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
         weight = (counts.sum() / (len(counts) * counts)).to(device)
-    loss_fn = nn.CrossEntropyLoss(weight=weight, label_smoothing=cfg.label_smoothing)
+    loss_fn = loss_function(cfg.head, vectorizer.multilabel, cfg.label_smoothing, weight)
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     amp = autocast_dtype(cfg, device)
 
@@ -481,7 +575,15 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     ddp_model = distributed.wrap(model, world, device)
     from tqdm.auto import tqdm
 
+    def forecast(batches: int, seconds: float) -> None:
+        per_epoch = seconds / batches * len(sampler)
+        left = cfg.epochs - loop["epoch"]
+        stop_note = f", or fewer if early stopping ends it" if cfg.early_stopping is not None and left > 1 else ""
+        log(f"time: about {_duration(per_epoch)} per epoch (from {batches} batches), up to "
+            f"{_duration(per_epoch * left)} for {left} epoch{'s' * (left > 1)}{stop_note}; the bar shows the ETA")
+
     stop = False
+    first_epoch = loop["epoch"] + 1
     while loop["epoch"] < cfg.epochs and not stop:
         epoch = loop["epoch"] + 1
         sampler.set_epoch(epoch)
@@ -491,7 +593,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                    disable=None if cfg.progress and world.main else True, unit="batch", file=sys.stderr)
         total_loss, correct, seen = distributed.all_sum(
             list(train_epoch(ddp_model, train_data, bar, optimizer, loss_fn, cfg.clip_grad, device, world,
-                             amp, scaler, average)), world, device)
+                             amp, scaler, average, forecast if epoch == first_epoch and world.main else None)),
+            world, device)
         bar.close()
 
         def evaluate() -> dict:
@@ -557,9 +660,20 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     metrics = {"best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "train_seconds": loop["seconds"]}
     if loop.get("pretrain"):
         metrics["pretrain"] = loop["pretrain"]
+    thresholds, val_probs = None, None
+    if vectorizer.multilabel:
+        from .metrics import tune_thresholds
+
+        # One threshold per label, chosen on val; test is scored at those thresholds.
+        val_probs = predict_proba(model, data["val"].ids, data["val"].lengths, cfg.batch_size * 4, device)
+        vectorizer.thresholds = tune_thresholds(data["val"].labels.numpy(), val_probs.numpy())
+        thresholds = vectorizer.label_thresholds()
+        runio.atomic_write_json(run_dir / "vectorizer.json", vectorizer.to_dict())
+        log("thresholds (tuned on val): " + ", ".join(f"{l} {t:.2f}" for l, t in zip(labels, vectorizer.thresholds)))
     for name in ("val", "test"):
         if name in data:
-            metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device)
+            metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device,
+                                             thresholds=thresholds, probs=val_probs if name == "val" else None)
     baseline = loop.get("baseline")
     if baseline is not None:
         metrics["baseline"] = baseline
@@ -568,10 +682,12 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     files = ["config.json", "vectorizer.json", "model.safetensors", "metrics.json", "history.jsonl"]
     try:
         final = metrics.get("test") or metrics["val"]
-        plot_confusion_matrix(final["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
-                              title=f"{'test' if 'test' in metrics else 'val'} confusion matrix")
+        if "confusion_matrix" in final:  # multi-label runs have per-label scores instead
+            plot_confusion_matrix(final["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
+                                  title=f"{'test' if 'test' in metrics else 'val'} confusion matrix")
+            files.append("confusion_matrix.png")
         plot_history(loop["history"], run_dir / "history.png")
-        files += ["confusion_matrix.png", "history.png"]
+        files.append("history.png")
     except ImportError:
         log("plots skipped: matplotlib is not installed")
     runio.write_manifest(run_dir, files, {"rnnkit_version": _version(), "torch_version": torch.__version__})
@@ -580,6 +696,14 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
         if name in metrics:
             log(compare_line(name, metrics, baseline))
     log(f"run saved to {run_dir}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _version() -> str:

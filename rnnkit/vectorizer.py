@@ -24,13 +24,17 @@ class Vectorizer:
 
     def __init__(self, tokenizer: Tokenizer, vocab: Vocabulary, labels: Vocabulary,
                  max_len: Optional[int] = None, add_bos_eos: bool = True,
-                 label_names: Optional[dict] = None):
+                 label_names: Optional[dict] = None, multilabel: bool = False,
+                 thresholds: Optional[list[float]] = None):
         self.tokenizer = tokenizer
         self.vocab = vocab
         self.labels = labels
         self.max_len = max_len
         self.add_bos_eos = add_bos_eos
         self.label_names = dict(label_names or {})
+        self.multilabel = multilabel
+        self.thresholds = list(thresholds) if thresholds is not None else None
+        """Multi-label: one probability threshold per label, tuned on the validation split (0.5 until then)."""
 
     @classmethod
     def fit(cls, texts: Sequence[str], labels: Sequence[str], tokenizer: Tokenizer, min_freq: int = 1,
@@ -40,10 +44,12 @@ class Vectorizer:
         if tokens is None:
             tokens = tokenizer.batch(texts)
         vocab = Vocabulary.build(tokens, SPECIALS, min_freq, max_vocab)
-        label_vocab = Vocabulary(sorted(set(labels), key=_natural_key))
+        multilabel = any(isinstance(y, tuple) for y in labels)
+        distinct = {l for y in labels for l in y} if multilabel else set(labels)
+        label_vocab = Vocabulary(sorted(distinct, key=_natural_key))
         if len(label_vocab) < 2:
             raise RnnkitError(f"training data has {len(label_vocab)} distinct label(s); a classifier needs at least 2")
-        return cls(tokenizer, vocab, label_vocab, max_len, add_bos_eos, label_names)
+        return cls(tokenizer, vocab, label_vocab, max_len, add_bos_eos, label_names, multilabel)
 
     @property
     def class_names(self) -> list[str]:
@@ -87,10 +93,14 @@ class Vectorizer:
             out[i, : len(r)] = torch.as_tensor(r, dtype=torch.int32)
         return out, lengths, {"truncated": truncated, "empty": empty}
 
-    def encode_labels(self, labels: Sequence[str], source: str = "data") -> torch.Tensor:
+    def encode_labels(self, labels: Sequence, source: str = "data") -> torch.Tensor:
+        """Class indices ``(n,) int64``; for multi-label data multi-hot rows ``(n, C) float32``.
+
+        A multi-label example is a tuple of labels (or a string, read as one label).
+        """
         known = self.labels._index
-        out = []
-        for i, y in enumerate(labels):
+
+        def index(y: str, i: int) -> int:
             if y not in known:
                 # Accept display names too ("positive" for NSMC's "1").
                 raw = next((k for k, v in self.label_names.items() if v == y), None)
@@ -101,8 +111,24 @@ class Vectorizer:
                         f"known labels: {shown}"
                     )
                 y = raw
-            out.append(known[y])
-        return torch.tensor(out, dtype=torch.int64)
+            return known[y]
+
+        if not self.multilabel:
+            if labels and isinstance(labels[0], tuple):
+                raise RnnkitError(f"{source} has several labels per example, but this model predicts one; "
+                                  "train a multi-label model on such data")
+            return torch.tensor([index(y, i) for i, y in enumerate(labels)], dtype=torch.int64)
+        out = torch.zeros(len(labels), len(self.labels), dtype=torch.float32)
+        for i, y in enumerate(labels):
+            for label in ((y,) if isinstance(y, str) else y):
+                out[i, index(label, i)] = 1.0
+        return out
+
+    def label_thresholds(self) -> torch.Tensor:
+        """Per-label decision thresholds ``(C,)`` of a multi-label model (0.5 where none were tuned)."""
+        if self.thresholds is None:
+            return torch.full((len(self.labels),), 0.5)
+        return torch.tensor(self.thresholds, dtype=torch.float32)
 
     def unk_rate(self, ids: torch.Tensor, lengths: torch.Tensor) -> float:
         """Share of real tokens mapped to ``<unk>``."""
@@ -117,6 +143,8 @@ class Vectorizer:
             "max_len": self.max_len,
             "add_bos_eos": self.add_bos_eos,
             "label_names": self.label_names,
+            "multilabel": self.multilabel,
+            "thresholds": self.thresholds,
         }
 
     @classmethod
@@ -129,6 +157,8 @@ class Vectorizer:
                 data.get("max_len"),
                 data.get("add_bos_eos", True),
                 data.get("label_names"),
+                data.get("multilabel", False),
+                data.get("thresholds"),
             )
         except KeyError as exc:
             raise RnnkitError(f"vectorizer JSON lacks {exc}; the run folder is damaged, re-train it") from None
@@ -141,7 +171,7 @@ def _natural_key(label: str):
 
 @dataclass
 class EncodedSplit:
-    """One split as tensors: ``ids (n, L) int32``, ``lengths (n,)``, ``labels (n,)``."""
+    """One split as tensors: ``ids (n, L) int32``, ``lengths (n,)``, ``labels (n,)`` (multi-label: ``(n, C)`` 0/1)."""
 
     ids: torch.Tensor
     lengths: torch.Tensor

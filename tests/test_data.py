@@ -7,7 +7,7 @@ import pytest
 
 from rnnkit import data
 from rnnkit.data import (Remote, download, ensure_dataset, load_dataset, load_path, read_label_folder, read_table,
-                         stratified_split)
+                         sniff_header, splits_from_table, stratified_split, table_from_data)
 from rnnkit.errors import RnnkitError
 
 
@@ -48,7 +48,8 @@ def test_gzipped_tsv(tmp_path):
 @pytest.mark.parametrize("content,match", [
     ("", "is empty"),
     ("text,label\n", "no rows"),
-    ("words,label\nhi,a\n", "cannot tell which column.*--text-column"),
+    ("id,stars,score,review\n1,5,2,great fun\n2,1,1,dull\n3,5,2,ok\n",
+     "cannot tell which column.*holds the label.*stars \\(2 values\\), score \\(2 values\\).*--label-column"),
     ("text,label\nhi,\n", "row 2 has an empty 'label'"),
     ("text,label,split\nhi,a,holdout\n", "split 'holdout'"),
 ])
@@ -68,10 +69,108 @@ def test_missing_file_column_and_bad_encoding(tmp_path):
     latin = write(tmp_path / "l.csv", "text,label\nBéla,a\n", encoding="latin-1")
     with pytest.raises(RnnkitError, match="not valid UTF-8.*re-save it as UTF-8"):
         read_table(latin)
-    with pytest.raises(RnnkitError, match="cannot tell the format"):
+    with pytest.raises(RnnkitError, match="spreadsheet; save it as CSV"):
         read_table(write(tmp_path / "a.xlsx", "x"))
     with pytest.raises(RnnkitError, match="not valid JSON"):
         read_table(write(tmp_path / "b.jsonl", '{"text": "a", "label": 1}\n{oops\n'))
+
+
+# --- own files: sniffed format, header and columns ---------------------------------
+
+SMS = "ham\tsee you at 6\nspam\tWIN a prize, call now\nham\tok lor\nham\ton my way\nspam\tFREE entry, text WIN\n"
+
+
+def test_raw_sms_file_without_extension_or_header(tmp_path):
+    # The SMS spam collection as downloaded: label<TAB>text, no header, no extension.
+    table = read_table(write(tmp_path / "SMSSpamCollection", SMS))
+    assert table.texts[0] == "see you at 6" and table.labels == ["ham", "spam", "ham", "ham", "spam"]
+    notes = " ".join(table.notes)
+    assert "tab-separated (sniffed)" in notes and "no header" in notes and "'ham' is also a value" in notes
+    assert "label = col1" in notes and "text = col2" in notes and "--header/--no-header" in notes
+
+
+def test_header_is_told_or_sniffed(tmp_path):
+    p = write(tmp_path / "d.tsv", "kind\tmessage body\n" + SMS)
+    assert read_table(p).texts[0] == "see you at 6"  # short distinct names: a header
+    assert read_table(p, header=False).texts[0] == "message body"
+    numbered = write(tmp_path / "n.tsv", "1\tfine film\n0\tboring\n1\tgreat\n0\tbad\n")
+    assert read_table(numbered).labels == ["1", "0", "1", "0"]
+    assert sniff_header([["id", "x"], ["1", "y"]])[0] and not sniff_header([["3", "x"], ["1", "y"]])[0]
+    assert sniff_header([["score", "x"], ["1", "y"], ["2", "z"]])[0]  # a word heading a numeric column
+
+
+@pytest.mark.parametrize("name,content", [
+    ("semi.csv", "text;label\nbonjour, le monde;fr\nhello;en\n"),
+    ("pipe.dat", "text|label\nbonjour|fr\nhello|en\n"),
+    ("lines", '{"text": "bonjour", "label": "fr"}\n{"text": "hello", "label": "en"}\n'),
+])
+def test_delimiter_and_jsonl_are_sniffed_from_the_content(tmp_path, name, content):
+    table = read_table(write(tmp_path / name, content))
+    assert table.labels == ["fr", "en"] and table.texts[1] == "hello"
+
+
+def test_told_delimiter_wins(tmp_path):
+    p = write(tmp_path / "d.txt", "text;label\na,b;x\nc;y\n")
+    assert read_table(p, delimiter=";").texts == ["a,b", "c"]
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"review": ["good", "bad"], "label": [1, 0], "tags": [["a", "b"], ["c"]]}),
+                   tmp_path / "d.parquet")
+    table = read_table(tmp_path / "d.parquet", label_column="label")
+    assert table.texts == ["good", "bad"] and table.labels == ["1", "0"] and not table.multilabel
+    tagged = read_table(tmp_path / "d.parquet", label_column="tags")
+    assert tagged.multilabel and tagged.labels == [("a", "b"), ("c",)]
+
+
+@pytest.mark.parametrize("name,content,kwargs,match", [
+    ("ragged.tsv", "text\tlabel\nhi\ta\nhow are\tyou\tb\n", {}, "line 3 has 3 fields but the header has 2"),
+    ("header_only", "text\tlabel\n", {}, "has a header but no rows"),
+    ("multi.csv", "text,labels\na,x|y\nb,\n", {}, "row 3 has an empty 'labels'"),
+    ("cols.csv", "text,toxic,insult\na,1,0\n", {"label_columns": ["toxic", "threat"]},
+     "no column 'threat' named in --label-columns.*columns: text, toxic, insult"),
+    ("flags.csv", "text,toxic,insult\na,1,maybe\n", {"label_columns": ["toxic", "insult"]},
+     "row 2 has 'maybe' in label column 'insult'"),
+    ("one_col", "hello\nworld\n", {}, "cannot tell how the columns.*--delimiter"),
+])
+def test_bad_own_files_get_one_line_errors(tmp_path, name, content, kwargs, match):
+    with pytest.raises(RnnkitError, match=match) as err:
+        read_table(write(tmp_path / name, content), **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_multilabel_cells_are_detected_or_told(tmp_path):
+    p = write(tmp_path / "m.csv", "name,languages\nAbel,French|German\nAnna,German\nPaul,French\nLi,Chinese|French\n")
+    table = read_table(p)
+    assert table.multilabel and table.labels == [("French", "German"), ("German",), ("French",), ("Chinese", "French")]
+    assert any("multi-label" in n and "'|'" in n for n in table.notes)
+    assert read_table(p, label_sep="off").labels[0] == "French|German"
+    cols = write(tmp_path / "c.csv", "text,toxic,insult\nyou fool,1,1\nhello,0,0\nidiot,1,0\n")
+    table = read_table(cols, label_columns=["toxic", "insult"])
+    assert table.multilabel and table.labels == [("toxic", "insult"), (), ("toxic",)]
+
+
+def test_multilabel_split_keeps_rare_labels_in_val_and_test():
+    labels = [("a",)] * 80 + [("a", "b")] * 10 + [("c",)] * 10
+    split = stratified_split(labels, 0.1, 0.1, seed=0)
+    assert sum(1 for y, s in zip(labels, split) if "b" in y and s == "test") == 1
+    assert sum(1 for y, s in zip(labels, split) if "c" in y and s == "val") == 1
+
+
+def test_python_data_dataframe_and_pairs():
+    pairs = [(f"text {i}", "pos" if i % 2 else "neg") for i in range(20)]
+    table = table_from_data(pairs)
+    assert table.texts[1] == "text 1" and table.labels[:2] == ["neg", "pos"]
+    splits = splits_from_table(table_from_data([(f"t{i}", ["x", "y"][: 1 + i % 2]) for i in range(30)]), 0.1, 0.1, 0)
+    assert splits.multilabel and splits.train.labels[0] in (("x",), ("x", "y"))
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"review": ["good film", "bad"], "stars": [5, 1]})
+    assert table_from_data(df, label_column="stars").labels == ["5", "1"]
+    with pytest.raises(RnnkitError, match="DataFrame or a list of \\(text, label\\) pairs; got str"):
+        table_from_data("reviews.csv")
 
 
 def test_label_folder_one_file_per_class(tmp_path):
