@@ -106,11 +106,19 @@ def write_multilabel(path, n=400, seed=0):
     return path
 
 
-def test_multilabel_run_tunes_thresholds_and_predicts_every_label_above_them(tmp_path):
-    path = write_multilabel(tmp_path / "multi.csv")
+@pytest.fixture(scope="module")
+def multi_run(tmp_path_factory):
+    """A multi-label run on the alphabet data, and its training log."""
+    tmp = tmp_path_factory.mktemp("multi")
+    path = write_multilabel(tmp / "multi.csv")
     lines = []
-    run = rnnkit.train(tiny_config(path, tmp_path / "run", epochs=6, hidden_size=32, head_hidden=32),
-                       log=lines.append)
+    run = rnnkit.train(tiny_config(path, tmp / "run", epochs=6, hidden_size=32, head_hidden=32), log=lines.append)
+    return run, lines
+
+
+def test_multilabel_run_tunes_thresholds_and_predicts_every_label_above_them(multi_run):
+    run, lines = multi_run
+    tmp_path = run.path.parent
     assert any("multi-label" in line for line in lines) and any("thresholds (tuned on val)" in l for l in lines)
     test = json.loads((tmp_path / "run" / "metrics.json").read_text())["test"]
     assert {"micro_f1", "macro_f1", "subset_accuracy", "hamming_loss"} <= set(test)
@@ -128,6 +136,37 @@ def test_multilabel_run_tunes_thresholds_and_predicts_every_label_above_them(tmp
     assert "labels" in pred.to_dict() and len(pred.top) == 3
     report = loaded.evaluate(["abcdabcd", "hijkopqr"], [("alpha",), ("beta", "gamma")])
     assert report["n"] == 2 and "micro_f1" in report
+
+
+def test_multilabel_run_serves_and_exports_its_labels(multi_run, tmp_path):
+    pytest.importorskip("fastapi")
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from rnnkit.export import export_run, load_onnx
+    from rnnkit.serve import create_app
+
+    run, _ = multi_run
+    text = "abcabcabcopqopq"
+    with TestClient(create_app(run.path)) as client:
+        assert client.get("/health").json()["multilabel"] is True
+        served = client.post("/predict", json={"texts": [text], "top_k": 2}).json()["predictions"][0]
+    local = rnnkit.load(run.path).predict([text], top_k=2)[0].to_dict()
+    assert served["labels"] == local["labels"] and [l["label"] for l in served["labels"]] == ["alpha", "gamma"]
+    info = export_run(run.path, tmp_path / "onnx", "onnx")
+    assert info["multilabel"] and info["thresholds"] == run.vectorizer.thresholds
+    np.testing.assert_allclose(load_onnx(tmp_path / "onnx").predict_proba([text]),
+                               run.predict_proba([text]).numpy(), atol=1e-5)
+
+
+def test_binary_head_exports_to_onnx(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from rnnkit.export import export_model, max_difference
+
+    torch.manual_seed(3)
+    model = SequenceClassifier(30, 2, embedding_dim=8, hidden_size=6, head_hidden=8, head="binary").eval()
+    assert max_difference(model, export_model(model, tmp_path / "m.onnx", "onnx"), "onnx") < 1e-4
 
 
 def test_multilabel_metrics_and_threshold_tuning():
