@@ -298,15 +298,21 @@ def predict(
     else:
         for row in rows:
             alts = "  ".join(f"{t['label']} {t['probability']:.3f}" for t in row["top"])
+            if "labels" in row:  # multi-label: the labels past their thresholds, then the top-k
+                chosen = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row["labels"]) or "(none)"
+                alts = f"labels: {chosen}\ttop: {alts}"
             typer.echo(f"{row['text']}\t{alts}")
 
 
 def _read_input_texts(path: Path, text_column: Optional[str]) -> list[str]:
-    from .data import read_table, read_text_file
+    from .data import read_table, read_text_file, sniff_delimiter
 
-    if path.suffix.lower() == ".txt" and text_column is None:
+    known = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".gz")
+    if path.suffix.lower() not in known and text_column is None:
         content = read_text_file(path)
-        if "\t" not in content.splitlines()[0]:
+        # One text per line unless the lines are JSON objects or split into columns alike.
+        if not content.lstrip().startswith("{") and (".txt" == path.suffix.lower() and "\t" not in
+                                                     content.splitlines()[0] or sniff_delimiter(content) is None):
             lines = [line.strip() for line in content.splitlines()]
             return [line for line in lines if line]
     return read_table(path, text_column, require_labels=False).texts
