@@ -247,6 +247,14 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
                           "(early stopping and checkpoint choice need it)")
     auto_len = auto_picked = False
     if vectorizer is None and cfg.tokenizer == "auto":
+        from .config import DATASET_DEFAULTS
+
+        named = DATASET_DEFAULTS.get(cfg.dataset, {}).get("tokenizer")
+        if named:  # Config(dataset="surnames") built directly: the dataset's tuned tokenizer, as the CLI gives
+            cfg = cfg.update({"tokenizer": named})
+            if choices is not None:
+                choices["tokenizer"] = named
+    if vectorizer is None and cfg.tokenizer == "auto":
         from .tokenizers import choose_tokenizer
 
         picked, why = choose_tokenizer(splits.train.texts, cfg.sp_vocab_size)
