@@ -170,7 +170,7 @@ def evaluate(
     label_column: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON."),
 ):
-    from .data import DATASETS, PYTHON_DATA, load_dataset, read_table
+    from .data import DATASETS, PYTHON_DATA, load_config_splits, read_table
     from .predict import load
 
     run = load(run_dir)
@@ -182,10 +182,11 @@ def evaluate(
     else:
         if (dataset or cfg.dataset) == PYTHON_DATA:
             raise RnnkitError("this run was trained on data passed from Python; score a labelled file with --input")
-        splits = load_dataset(dataset or cfg.dataset, data_dir or cfg.data_dir, text_column or cfg.text_column,
-                              label_column or cfg.label_column, cfg.val_fraction, cfg.test_fraction, cfg.seed,
-                              cfg.dedupe, progress=False,
-                              **({} if (dataset or cfg.dataset) in DATASETS else cfg.read_options()))
+        given = {"dataset": dataset, "data_dir": data_dir, "text_column": text_column, "label_column": label_column}
+        target = cfg.update({k: v for k, v in given.items() if v is not None})
+        if target.dataset in DATASETS:  # a named dataset is read its own way, whatever file the run trained on
+            target = target.update(dict.fromkeys(target.read_options()))
+        splits = load_config_splits(target, progress=False)
         part = splits[split]
         if len(part) == 0:
             raise RnnkitError(f"the {split} split of {dataset or cfg.dataset} is empty; choose another --split")
@@ -231,7 +232,7 @@ def baseline(
 ):
     from .baseline import fit_baseline
     from .config import resolve_config
-    from .data import load_dataset
+    from .data import load_config_splits
     from .tokenizers import Tokenizer
     from .trainer import tokenizer_settings
 
@@ -240,8 +241,7 @@ def baseline(
     flags = {k: v for k, v in flags.items() if v is not None}
     flags.update(_parse_sets(set_))
     cfg = resolve_config(config, flags)
-    splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.val_fraction,
-                          cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress, **cfg.read_options())
+    splits = load_config_splits(cfg)
     settings = tokenizer_settings(cfg)
     # Only the normalization is needed (n-grams need no tokenizer); the base class applies it.
     normalize = Tokenizer(settings["lowercase"], settings["normalize"], settings["squeeze_repeats"])
@@ -310,9 +310,13 @@ def _read_input_texts(path: Path, text_column: Optional[str]) -> list[str]:
     known = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".gz")
     if path.suffix.lower() not in known and text_column is None:
         content = read_text_file(path)
-        # One text per line unless the lines are JSON objects or split into columns alike.
-        if not content.lstrip().startswith("{") and (".txt" == path.suffix.lower() and "\t" not in
-                                                     content.splitlines()[0] or sniff_delimiter(content) is None):
+        # One text per line, unless the lines are JSON objects or columns: a tab in a .txt file's first
+        # line (sentences have commas), a delimiter that splits every line alike in a file without extension.
+        if path.suffix.lower() == ".txt":
+            columns = "\t" in content.splitlines()[0]
+        else:
+            columns = sniff_delimiter(content) is not None
+        if not content.lstrip().startswith("{") and not columns:
             lines = [line.strip() for line in content.splitlines()]
             return [line for line in lines if line]
     return read_table(path, text_column, require_labels=False).texts

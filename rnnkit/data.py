@@ -847,6 +847,13 @@ def load_dataset(spec: str, data_dir: Optional[str] = None, text_column=None, la
     return splits
 
 
+def load_config_splits(cfg, progress: Optional[bool] = None) -> Splits:
+    """The splits a :class:`rnnkit.Config` describes: its dataset, split settings and file-reading options."""
+    return load_dataset(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column, cfg.val_fraction,
+                        cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress if progress is None else progress,
+                        **cfg.read_options())
+
+
 def describe_datasets(data_dir: Optional[str] = None) -> list[dict]:
     """One row per named dataset: where it was found and its size on disk (for ``rnnkit datasets``)."""
     rows = []

@@ -41,7 +41,10 @@ class Prediction:
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256,
                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Class probabilities ``(n, C)`` in input order, batching by length for speed."""
+    """Class probabilities ``(n, C)`` in input order, batching by length for speed.
+
+    ``model`` is a :class:`SequenceClassifier`: its ``probabilities`` gives a softmax, or a sigmoid per label.
+    """
     was_training = model.training
     model.eval()
     out = None
@@ -49,8 +52,7 @@ def predict_proba(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tens
     for index in sampler:
         l = lengths[index]
         x = ids[index, : int(l.max())].long().to(device, non_blocking=True)
-        logits = model(x, l).float()
-        p = (model.probabilities(logits) if hasattr(model, "probabilities") else torch.softmax(logits, -1)).cpu()
+        p = model.probabilities(model(x, l).float()).cpu()
         if out is None:
             out = torch.empty(len(lengths), p.shape[1])
         out[index] = p

@@ -384,7 +384,7 @@ class SentencePieceTokenizer(_LazyBackend):
                 normalization_rule_name="identity", minloglevel=2,
             )
         except RuntimeError as exc:
-            raise RnnkitError(_sentencepiece_training_error(str(exc), tok.vocab_size)) from None
+            raise _sentencepiece_training_error(str(exc), tok.vocab_size) from None
         tok.model = base64.b64encode(buf.getvalue()).decode("ascii")
         return tok
 
@@ -414,17 +414,26 @@ def _import_sentencepiece():
     return sentencepiece
 
 
-def _sentencepiece_training_error(message: str, vocab_size: int) -> str:
+class VocabularyTooLarge(RnnkitError):
+    """sentencepiece cannot learn ``vocab_size`` pieces from the training texts; ``most`` is what it can."""
+
+    def __init__(self, message: str, most: int):
+        super().__init__(message)
+        self.most = most
+
+
+def _sentencepiece_training_error(message: str, vocab_size: int) -> RnnkitError:
     too_high = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
     if too_high:
-        return (f"sentencepiece vocab_size={vocab_size} is too large for these training texts "
-                f"(at most {too_high.group(2)} pieces can be learned from them); lower vocab_size")
+        return VocabularyTooLarge(f"sentencepiece vocab_size={vocab_size} is too large for these training texts "
+                                  f"(at most {too_high.group(2)} pieces can be learned from them); lower vocab_size",
+                                  int(too_high.group(2)))
     too_low = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message)
     if too_low:
-        return (f"sentencepiece vocab_size={vocab_size} is smaller than the {too_low.group(2)} characters it must "
-                f"cover; raise vocab_size or lower character_coverage")
+        return RnnkitError(f"sentencepiece vocab_size={vocab_size} is smaller than the {too_low.group(2)} "
+                           "characters it must cover; raise vocab_size or lower character_coverage")
     detail = " ".join(message.split())[:300]
-    return f"sentencepiece training failed ({detail}); lower vocab_size or give more training text"
+    return RnnkitError(f"sentencepiece training failed ({detail}); lower vocab_size or give more training text")
 
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {

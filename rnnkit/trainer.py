@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -32,13 +31,13 @@ from torch import nn
 from . import distributed
 from . import run as runio
 from .config import Config
-from .data import Splits, load_dataset
+from .data import Splits, load_config_splits
 from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function
 from .predict import Run, predict_proba
 from .tokencache import tokenize_corpus
-from .tokenizers import build_tokenizer
+from .tokenizers import VocabularyTooLarge, build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
 
 
@@ -237,33 +236,18 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
     texts; the settings chosen go into ``choices`` (config updates the caller applies and saves).
     """
     if splits is None:
-        splits = load_dataset(cfg.dataset, cfg.data_dir, cfg.text_column, cfg.label_column,
-                              cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.dedupe, cfg.progress,
-                              **cfg.read_options())
+        splits = load_config_splits(cfg)
     for note in splits.notes:
         log(f"data: {note}")
     if len(splits.val) == 0:
         raise RnnkitError("no validation data: give a val split/file or set val_fraction above 0 "
                           "(early stopping and checkpoint choice need it)")
-    auto_len = auto_picked = False
+    choices = {} if choices is None else choices
     if vectorizer is None and cfg.tokenizer == "auto":
-        from .config import DATASET_DEFAULTS
-
-        named = DATASET_DEFAULTS.get(cfg.dataset, {}).get("tokenizer")
-        if named:  # Config(dataset="surnames") built directly: the dataset's tuned tokenizer, as the CLI gives
-            cfg = cfg.update({"tokenizer": named})
-            if choices is not None:
-                choices["tokenizer"] = named
-    if vectorizer is None and cfg.tokenizer == "auto":
-        from .tokenizers import choose_tokenizer
-
-        picked, why = choose_tokenizer(splits.train.texts, cfg.sp_vocab_size)
-        log(f"auto: tokenizer = {why}; --tokenizer to choose another")
-        auto_len, auto_picked = cfg.max_len is None, True
-        picked["extra"] = {**cfg.extra, "auto": {"tokenizer": why}}
-        cfg = cfg.update(picked)
-        if choices is not None:
-            choices.update(picked)
+        choices.update(_auto_tokenizer(cfg, splits.train.texts, log))
+    auto = "extra" in choices  # decided from the texts, not taken from a named dataset's defaults
+    auto_len = auto and cfg.max_len is None
+    cfg = cfg.update(choices)
     if vectorizer is None:
         from .data import DATASETS
 
@@ -272,15 +256,13 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
             label_names = DATASETS[cfg.dataset].label_names
         try:
             tokenizer = build_tokenizer(tokenizer_settings(cfg), splits.train.texts)
-        except RnnkitError as exc:
-            fits = re.search(r"at most (\d+) pieces", str(exc))
-            if not (auto_picked and fits):
+        except VocabularyTooLarge as exc:
+            if not auto:
                 raise
             # tokenizer=auto guessed a vocabulary too large for a small corpus: take what it can fill.
-            cfg = cfg.update({"sp_vocab_size": int(fits.group(1))})
-            if choices is not None:
-                choices["sp_vocab_size"] = cfg.sp_vocab_size
-            log(f"auto: sentencepiece vocabulary lowered to {cfg.sp_vocab_size} pieces, all these texts can fill")
+            choices["sp_vocab_size"] = exc.most
+            cfg = cfg.update(choices)
+            log(f"auto: sentencepiece vocabulary lowered to {exc.most} pieces, all these texts can fill")
             tokenizer = build_tokenizer(tokenizer_settings(cfg), splits.train.texts)
     else:
         tokenizer = vectorizer.tokenizer
@@ -288,10 +270,9 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
                                     desc=f"{tokenizer.name} {name}", log=log)
               for name in ("train", "val", "test") if len(splits[name])}
     if auto_len:
-        cfg = cfg.update({"max_len": _auto_max_len(tokens["train"], log)})
-        if choices is not None:
-            choices["max_len"] = cfg.max_len
-            choices["extra"]["auto"]["max_len"] = f"99th percentile of training lengths"
+        choices["max_len"] = _auto_max_len(tokens["train"], log)
+        choices["extra"]["auto"]["max_len"] = "99th percentile of training lengths"
+        cfg = cfg.update(choices)
     if vectorizer is None:
         vectorizer = Vectorizer.fit(splits.train.texts, splits.train.labels, tokenizer, cfg.min_freq,
                                     cfg.max_vocab, cfg.max_len, cfg.add_bos_eos, label_names, tokens=tokens["train"])
@@ -308,6 +289,20 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
         f"({cfg.tokenizer}); <unk> in val {vectorizer.unk_rate(encoded['val'].ids, encoded['val'].lengths):.2%}; "
         f"mean length {tr.lengths.float().mean():.1f}")
     return splits, vectorizer, encoded
+
+
+def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
+    """Config updates for ``tokenizer="auto"``: a named dataset's tuned tokenizer (a Config naming the dataset
+    directly gets what the CLI gives), else :func:`rnnkit.tokenizers.choose_tokenizer` with its reason in ``extra``."""
+    from .config import DATASET_DEFAULTS
+    from .tokenizers import choose_tokenizer
+
+    named = DATASET_DEFAULTS.get(cfg.dataset, {}).get("tokenizer")
+    if named:
+        return {"tokenizer": named}
+    picked, why = choose_tokenizer(texts, cfg.sp_vocab_size)
+    log(f"auto: tokenizer = {why}; --tokenizer to choose another")
+    return {**picked, "extra": {**cfg.extra, "auto": {"tokenizer": why}}}
 
 
 def _auto_max_len(tokens, log: Callable[[str], None]) -> Optional[int]:
