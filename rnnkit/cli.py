@@ -1,4 +1,4 @@
-"""The ``rnnkit`` command line: train, evaluate, predict, serve, export, lab, datasets, demo.
+"""The ``rnnkit`` command line: train, evaluate, predict, explain, serve, export, lab, datasets, demo.
 
 Every user mistake ends as one line on stderr, ``error: <what> ; <fix>``, and
 exit status 2; nothing half-written is left behind.
@@ -211,6 +211,13 @@ def evaluate(
     typer.echo(f"{'class':<{width}} precision  recall     f1  support")
     for label, row in report["per_class"].items():
         typer.echo(f"{label:<{width}} {row['precision']:9.3f} {row['recall']:7.3f} {row['f1']:6.3f} {row['support']:8d}")
+    if "risk_coverage" in report:
+        typer.echo(f"\ncalibration error (ECE, 15 bins) {report['ece']:.4f}; abstaining below a probability "
+                   "(predict/serve --abstain-below P):")
+        typer.echo("abstain below  coverage  accuracy  answered")
+        for row in report["risk_coverage"]:
+            acc = f"{row['accuracy']:8.4f}" if row["accuracy"] is not None else "       -"
+            typer.echo(f"{row['threshold']:13.2f}  {row['coverage']:8.1%}  {acc}  {row['answered']:8d}")
 
 
 @app.command(help="Fit the linear n-gram baseline (TF-IDF + linear SVM) on a dataset's splits, tuned on val, "
@@ -275,8 +282,11 @@ def predict(
     output: Optional[Path] = typer.Option(None, help="Write predictions to .jsonl, .json or .csv (default: stdout)."),
     text_column: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
+    abstain_below: Optional[float] = typer.Option(
+        None, help="Label a text 'uncertain' when its top (calibrated) probability is below this, e.g. 0.8; "
+                   "see the risk-coverage table of rnnkit evaluate."),
 ):
-    from .predict import load
+    from .predict import check_abstain, load
 
     if input is None and not texts:
         raise RnnkitError("give texts to classify or --input FILE; e.g. rnnkit predict RUN_DIR Nakamura")
@@ -284,10 +294,11 @@ def predict(
         raise RnnkitError("give either texts or --input FILE, not both")
     if output is not None and output.suffix.lower() not in (".jsonl", ".json", ".csv"):
         raise RnnkitError(f"--output must end in .jsonl, .json or .csv; got {output}")
+    check_abstain(abstain_below)
     run = load(run_dir)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column)
-    preds = run.predict(texts, top_k=top_k)
+    preds = run.predict(texts, top_k=top_k, abstain_below=abstain_below)
     rows = [{"text": t, **p.to_dict()} for t, p in zip(texts, preds)]
     if output is not None:
         _write_predictions(output, rows)
@@ -301,6 +312,8 @@ def predict(
             if "labels" in row:  # multi-label: the labels past their thresholds, then the top-k
                 chosen = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in row["labels"]) or "(none)"
                 alts = f"labels: {chosen}\ttop: {alts}"
+            if row["label"] != row["top"][0]["label"]:  # abstained: below --abstain-below
+                alts = f"{row['label']}\t{alts}"
             typer.echo(f"{row['text']}\t{alts}")
 
 
@@ -344,6 +357,54 @@ def _write_predictions(path: Path, rows: list[dict]) -> None:
     if not path.parent.exists():
         raise RnnkitError(f"folder {path.parent} does not exist; create it or choose another --output")
     atomic_write_bytes(path, data.encode("utf-8"))
+
+
+@app.command(help="Show which tokens drove a prediction: one score per token, as the run's tokenizer split "
+                  "the text. Green (positive) pushed toward the explained label, red away from it.\n\n"
+                  "Examples:\n\n"
+                  "  rnnkit explain runs/surnames Nakamura Schmidt\n\n"
+                  "  rnnkit explain runs/nsmc \"연기는 좋은데 스토리가 지루하다\" --json\n\n"
+                  "  rnnkit explain runs/surnames Schmidt --target Dutch --method occlusion")
+@_guard
+def explain(
+    run_dir: Path = typer.Argument(..., help="A finished run folder."),
+    texts: Optional[List[str]] = typer.Argument(None, help="Texts to explain."),
+    method: str = typer.Option("ig", help="ig (Integrated Gradients on the embeddings) or occlusion "
+                                          "(delete one token at a time)."),
+    target: Optional[str] = typer.Option(None, help="Explain this label instead of the predicted one."),
+    input: Optional[Path] = typer.Option(None, help="File of texts: .txt (one per line) or CSV/TSV/JSONL."),
+    text_column: Optional[str] = typer.Option(None),
+    steps: int = typer.Option(32, min=2, max=512, help="IG: points on the path to start from; doubled while "
+                                                       "the scores miss P(text) - P(baseline) by over 0.02."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per text."),
+):
+    from .explain import render
+    from .predict import load
+
+    if input is None and not texts:
+        raise RnnkitError("give texts to explain or --input FILE; e.g. rnnkit explain RUN_DIR Nakamura")
+    if input is not None and texts:
+        raise RnnkitError("give either texts or --input FILE, not both")
+    run = load(run_dir)
+    if input is not None:
+        texts = _read_input_texts(input, text_column or run.config.text_column)
+    explanations = run.explain(texts, method=method, target=target, steps=steps)
+    if as_json:
+        for e in explanations:
+            typer.echo(json.dumps(e.to_dict(), ensure_ascii=False))
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False, soft_wrap=True, markup=False)
+    for e in explanations:
+        head = f"{e.label} {e.probability:.3f}"
+        if e.target != e.label:
+            head += f"  (explaining {e.target} {e.target_probability:.3f})"
+        console.print(f"{head}  [{e.method}]")
+        console.print(render(e, run.vectorizer.tokenizer.name))
+        ranked = sorted(e.tokens, key=lambda ts: -abs(ts[1]))[:5]
+        console.print("  strongest: " + ", ".join(f"{t} {s:+.3f}" for t, s in ranked)
+                      + (f"  ({e.truncated} tokens past max_len not read)" if e.truncated else ""))
 
 
 @app.command(help="List the named datasets, their sizes and where each was found.\n\n"
@@ -398,14 +459,20 @@ def serve(
     max_texts: int = typer.Option(256, min=1, help="Texts per request; more gets 413."),
     max_chars: int = typer.Option(2000, min=1, help="Characters per text; more gets 413."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads for the model (default: torch's)."),
+    abstain_below: Optional[float] = typer.Option(
+        None, help="Label a text 'uncertain' when its top (calibrated) probability is below this, e.g. 0.8 "
+                   "(a request may set its own abstain_below)."),
 ):
+    from .predict import check_abstain
     from .serve import Limits, serve as run_server
 
+    check_abstain(abstain_below)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    run_server(str(run_dir), host, port, Limits(max_texts=max_texts, max_chars=max_chars))
+    run_server(str(run_dir), host, port, Limits(max_texts=max_texts, max_chars=max_chars),
+               abstain_below=abstain_below)
 
 
 @app.command(help="Export a run as ONNX (verified with onnxruntime) or TorchScript, with its vectorizer.\n\n"

@@ -158,24 +158,42 @@ class SequenceClassifier(nn.Module):
         self.fc1 = nn.Linear(out_size * (2 if pooling == "maxmean" else 1), head_hidden)
         self.head_dropout = Dropout(head_dropout)
         self.fc2 = nn.Linear(head_hidden, 1 if head == "binary" else num_classes)
+        # Fitted on val after training (rnnkit.calibration); saved with the weights so predict, serve
+        # and export all give the calibrated probabilities. 1 while training.
+        self.register_buffer("temperature", torch.ones(()))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # Runs and checkpoints saved before calibration existed have no temperature: they are uncalibrated.
+        state_dict.setdefault(prefix + "temperature", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def sequence_outputs(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """The top layer's outputs ``(B, T, D*H)`` (forward half first); steps past a row's length are
         not defined (mask them with :func:`valid_mask`)."""
         return self._outputs(ids, lengths)[0]
 
-    def _outputs(self, ids: torch.Tensor, lengths: torch.Tensor):
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """What the RNN reads for ``ids (B, T)``, before dropout: token (+ n-gram) embeddings ``(B, T, E)``.
+
+        Explanations (:mod:`rnnkit.explain`) attribute to these vectors and pass them back through
+        ``forward(..., embedded=)``.
+        """
         x = self.embedding(ids)
         if self.ngrams is not None:
             x = x + self.ngrams(ids)
-        x = self.embedding_dropout(x)
+        return x
+
+    def _outputs(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None):
+        x = self.embedding_dropout(self.embed(ids) if embedded is None else embedded)
         if self.kernel == "packed":
             return self._run_packed(x, lengths)
         return run_padded(self.rnn, x, lengths, self.kernel), None
 
-    def encode(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``."""
-        out, last = self._outputs(ids, lengths)
+        out, last = self._outputs(ids, lengths, embedded)
         if self.pooling == "last":
             return last if last is not None else last_state(out, lengths, self.rnn.bidirectional)
         mask = valid_mask(lengths, ids.shape[1], ids.device)
@@ -200,21 +218,23 @@ class SequenceClassifier(nn.Module):
         last = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.rnn.bidirectional else h_n[-1]
         return out, last
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, num_classes)``.
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, num_classes)``; ``embedded (B, T, E)``, when given, replaces :meth:`embed` ``(ids)``.
 
         The binary head computes one logit ``z`` (``nn.Linear(head_hidden, 1)``) and returns ``(0, z)``:
         a softmax over that pair is exactly ``(1 - sigmoid(z), sigmoid(z))``, so every consumer of
         two-class logits works unchanged, and :func:`loss_function` trains ``z`` with BCE.
         """
-        h = self.encode(ids, lengths)
+        h = self.encode(ids, lengths, embedded)
         logits = self.fc2(self.head_dropout(torch.relu(self.fc1(h))))
         if self.head == "binary":
             logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
         return logits
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
-        """Class probabilities from :meth:`forward`'s logits: a sigmoid per label for multi-label, else softmax."""
+        """Class probabilities from :meth:`forward`'s logits, divided by the fitted :attr:`temperature`:
+        a sigmoid per label for multi-label, else softmax."""
+        logits = logits / self.temperature
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
 
     @classmethod

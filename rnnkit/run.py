@@ -7,7 +7,7 @@ A finished run folder holds::
     model.safetensors  the best weights (by the monitored validation metric)
     metrics.json       {"val": {...}, "test": {"accuracy", "macro_f1", ...}}
     history.jsonl      one line per epoch, appended as training goes
-    confusion_matrix.png, history.png
+    confusion_matrix.png, history.png, reliability.png (calibration before/after temperature scaling)
     run.json           the manifest, written last: file sizes and sha256 sums
 
 No file is ever pickled: weights are safetensors, everything else is JSON.

@@ -2,7 +2,8 @@
 
     rnnkit serve runs/surnames            # http://127.0.0.1:8000, docs at /docs
 
-``POST /predict`` takes ``{"texts": [...], "top_k": 3}``. Texts from requests
+``POST /predict`` takes ``{"texts": [...], "top_k": 3}``; ``POST /explain`` takes
+``{"texts": [...], "method": "ig"}`` and returns a score per token. Texts from requests
 that arrive together are run through the model as one batch
 (:class:`MicroBatcher`): under load that is several times fewer forward passes
 than one per request, and a lone request waits at most ``max_wait_ms``.
@@ -20,7 +21,8 @@ import torch
 
 from . import __version__
 from .errors import RnnkitError
-from .predict import Run, predict_proba
+from .explain import METHODS
+from .predict import Run, check_abstain, predict_proba
 
 
 @dataclass
@@ -45,6 +47,7 @@ class _Job:
     texts: list
     top_k: int
     future: asyncio.Future
+    abstain_below: Optional[float] = None
     ids: Optional[torch.Tensor] = None
     lengths: Optional[torch.Tensor] = None
 
@@ -89,11 +92,17 @@ class MicroBatcher:
         self.executor.shutdown(wait=False)
         self._task = None
 
-    async def predict(self, texts: list, top_k: int) -> list:
+    async def predict(self, texts: list, top_k: int, abstain_below: Optional[float] = None) -> list:
         await self.start()  # no-op when running; lets the app work without its lifespan too
-        job = _Job(texts, top_k, asyncio.get_running_loop().create_future())
+        job = _Job(texts, top_k, asyncio.get_running_loop().create_future(), abstain_below)
         await self.queue.put(job)
         return await job.future
+
+    async def call(self, fn, *args):
+        """Run ``fn(*args)`` on the model's worker thread, between batches (the model is never used
+        by two threads at once)."""
+        await self.start()
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -149,12 +158,16 @@ class MicroBatcher:
             for i, job in ok:
                 part = probs[start: start + len(job.texts)]
                 start += len(job.texts)
-                results[i] = [p.to_dict() for p in self.run.predictions(part, job.top_k)]
+                results[i] = [p.to_dict() for p in self.run.predictions(part, job.top_k, job.abstain_below)]
         return results
 
 
-def create_app(run: Run | str, limits: Optional[Limits] = None):
-    """The FastAPI application serving ``run`` (a loaded :class:`Run` or a run folder)."""
+def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: Optional[float] = None):
+    """The FastAPI application serving ``run`` (a loaded :class:`Run` or a run folder).
+
+    ``abstain_below``: the default for requests that do not set their own: a text whose top
+    probability is below it is labelled ``uncertain``.
+    """
     try:
         from contextlib import asynccontextmanager
 
@@ -165,6 +178,8 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
     except ImportError:
         raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
 
+    check_abstain(abstain_below)
+    server_abstain = abstain_below  # PredictRequest's own field of that name hides it in the class body
     if not isinstance(run, Run):
         run = Run.load(run)
     limits = limits or Limits()
@@ -176,6 +191,17 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
                                                   f"{limits.max_chars} characters.",
                                  examples=[["Nakamura", "Schmidt"]])
         top_k: int = Field(1, ge=1, le=1000, description="How many labels to return per text, best first.")
+        abstain_below: Optional[float] = Field(
+            None, gt=0, le=1, description="Label a text 'uncertain' when its top probability is below this "
+                                          f"(default: the server's, {server_abstain})."
+        )
+
+    class ExplainRequest(BaseModel):
+        texts: list[str] = Field(..., description=f"1 to {limits.max_texts} texts, each at most "
+                                                  f"{limits.max_chars} characters.", examples=[["Nakamura"]])
+        method: str = Field("ig", description="ig (Integrated Gradients) or occlusion.",
+                            pattern="^(" + "|".join(METHODS) + ")$")
+        target: Optional[str] = Field(None, description="Explain this label instead of the predicted one.")
 
     class Label(BaseModel):
         label: str
@@ -190,6 +216,26 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
 
     class PredictResponse(BaseModel):
         predictions: list[PredictionOut]
+
+    class TokenScore(BaseModel):
+        token: str
+        score: float
+
+    class ExplanationOut(BaseModel):
+        text: str
+        label: str
+        probability: float
+        tokens: list[TokenScore] = Field(..., description="One score per token the model read: positive pushed "
+                                                          "toward `target`, negative away from it.")
+        target: str
+        target_probability: float
+        method: str
+        truncated: int = 0
+        delta: Optional[float] = None
+        steps: Optional[int] = None
+
+    class ExplainResponse(BaseModel):
+        explanations: list[ExplanationOut]
 
     @asynccontextmanager
     async def lifespan(app):
@@ -214,8 +260,9 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return JSONResponse(status_code=422, content={"detail": f"invalid request: {problems}. "
-                                                                f'Send JSON like {{"texts": ["..."], "top_k": 3}}'})
+        example = '{"texts": ["..."], "method": "ig"}' if request.url.path == "/explain" \
+            else '{"texts": ["..."], "top_k": 3}'
+        return JSONResponse(status_code=422, content={"detail": f"invalid request: {problems}. Send JSON like {example}"})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page():
@@ -228,6 +275,8 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
         baseline = (run.metrics.get("baseline") or {}).get("test") or {}
         return {"status": "ok", "run": run.path.name, "dataset": run.config.dataset, "cell": run.config.cell,
                 "labels": run.labels, "multilabel": run.multilabel, "test_accuracy": test.get("accuracy"),
+                "tokenizer": run.vectorizer.tokenizer.name, "temperature": float(run.model.temperature),
+                "abstain_below": abstain_below,
                 "baseline_test_accuracy": baseline.get("accuracy"),
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "uptime_seconds": round(time.time() - started, 1),
@@ -238,12 +287,33 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
                          422: {"description": "Malformed request or empty text"}})
     async def predict(body: PredictRequest):
         """Labels and probabilities for each text, best first."""
-        if not body.texts:
+        check_texts(body.texts)
+        try:
+            predictions = await batcher.predict(body.texts, body.top_k,
+                                                body.abstain_below if body.abstain_below is not None else abstain_below)
+        except RnnkitError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"predictions": predictions}
+
+    @app.post("/explain", response_model=ExplainResponse,
+              responses={413: {"description": "Too many texts or a text too long"},
+                         422: {"description": "Malformed request, empty text or unknown target label"}})
+    async def explain(body: ExplainRequest):
+        """A score per token of each text (Integrated Gradients or occlusion) for the predicted label."""
+        check_texts(body.texts)
+        try:
+            explanations = await batcher.call(run.explain, body.texts, body.method, body.target)
+        except RnnkitError as exc:
+            raise HTTPException(422, str(exc)) from None
+        return {"explanations": [e.to_dict() for e in explanations]}
+
+    def check_texts(texts: list) -> None:
+        if not texts:
             raise HTTPException(422, "texts is empty; send at least one text")
-        if len(body.texts) > limits.max_texts:
-            raise HTTPException(413, f"{len(body.texts)} texts in one request; the limit is {limits.max_texts}, "
+        if len(texts) > limits.max_texts:
+            raise HTTPException(413, f"{len(texts)} texts in one request; the limit is {limits.max_texts}, "
                                      "split them into several requests")
-        for i, text in enumerate(body.texts):
+        for i, text in enumerate(texts):
             if len(text) > limits.max_chars:
                 raise HTTPException(413, f"text #{i + 1} has {len(text)} characters; the limit is "
                                          f"{limits.max_chars}")
@@ -254,22 +324,17 @@ def create_app(run: Run | str, limits: Optional[Limits] = None):
             except UnicodeEncodeError:
                 raise HTTPException(422, f"text #{i + 1} is not valid Unicode (a lone surrogate such as "
                                          "\\ud800); send UTF-8 text") from None
-        try:
-            predictions = await batcher.predict(body.texts, body.top_k)
-        except RnnkitError as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {"predictions": predictions}
 
     app.state.run, app.state.batcher, app.state.limits = run, batcher, limits
     return app
 
 
 def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
-          log_level: str = "info") -> None:
+          log_level: str = "info", abstain_below: Optional[float] = None) -> None:
     """Load ``run_dir`` and serve it with uvicorn until interrupted."""
     try:
         import uvicorn
     except ImportError:
         raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
-    app = create_app(run_dir, limits)
+    app = create_app(run_dir, limits, abstain_below)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -35,7 +35,7 @@ from .data import Splits, load_config_splits
 from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function
-from .predict import Run, predict_proba
+from .predict import Run, predict_logits, predict_proba
 from .tokencache import tokenize_corpus
 from .tokenizers import VocabularyTooLarge, build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
@@ -656,6 +656,8 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
            data: dict, loop: dict, device: torch.device, log: Callable[[str], None]) -> None:
     """Evaluate the best weights and write the final artefacts, manifest last."""
     from .baseline import compare_line
+    from .calibration import (calibration_report, fit_temperature, plot_reliability, probabilities, reliability,
+                              risk_coverage)
     from .metrics import plot_confusion_matrix, plot_history
 
     model.load_state_dict(best_state)
@@ -663,20 +665,31 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     metrics = {"best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "train_seconds": loop["seconds"]}
     if loop.get("pretrain"):
         metrics["pretrain"] = loop["pretrain"]
-    thresholds, val_probs = None, None
+    logits = {name: predict_logits(model, data[name].ids, data[name].lengths, cfg.batch_size * 4, device)
+              for name in ("val", "test") if name in data}
+    # Temperature scaling on val: the same arg-max, probabilities that mean what they say.
+    temperature = fit_temperature(logits["val"], data["val"].labels) if "val" in logits else 1.0
+    model.temperature.fill_(temperature)
+    probs = {name: model.probabilities(z.to(device)).cpu() for name, z in logits.items()}
+    thresholds = None
     if vectorizer.multilabel:
         from .metrics import tune_thresholds
 
-        # One threshold per label, chosen on val; test is scored at those thresholds.
-        val_probs = predict_proba(model, data["val"].ids, data["val"].lengths, cfg.batch_size * 4, device)
-        vectorizer.thresholds = tune_thresholds(data["val"].labels.numpy(), val_probs.numpy())
+        # One threshold per label, chosen on val (calibrated); test is scored at those thresholds.
+        vectorizer.thresholds = tune_thresholds(data["val"].labels.numpy(), probs["val"].numpy())
         thresholds = vectorizer.label_thresholds()
         runio.atomic_write_json(run_dir / "vectorizer.json", vectorizer.to_dict())
         log("thresholds (tuned on val): " + ", ".join(f"{l} {t:.2f}" for l, t in zip(labels, vectorizer.thresholds)))
-    for name in ("val", "test"):
-        if name in data:
-            metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device,
-                                             thresholds=thresholds, probs=val_probs if name == "val" else None)
+    for name in logits:
+        y = data[name].labels
+        metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device,
+                                         thresholds=thresholds, probs=probs[name])
+        metrics[name]["calibration"] = calibration_report(logits[name], y, temperature)
+        if not vectorizer.multilabel:
+            metrics[name]["risk_coverage"] = risk_coverage(probs[name], y)
+    shown = "test" if "test" in logits else "val"
+    log(f"calibration: temperature {temperature:.3f} (fitted on val); {shown} ECE "
+        f"{metrics[shown]['calibration']['ece_before']:.4f} -> {metrics[shown]['calibration']['ece_after']:.4f}")
     baseline = loop.get("baseline")
     if baseline is not None:
         metrics["baseline"] = baseline
@@ -691,6 +704,10 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
             files.append("confusion_matrix.png")
         plot_history(loop["history"], run_dir / "history.png")
         files.append("history.png")
+        y = data[shown].labels
+        plot_reliability(reliability(probabilities(logits[shown], 1.0, y.ndim == 2), y), reliability(probs[shown], y),
+                         temperature, run_dir / "reliability.png", title=f"{shown} reliability ({len(y)} texts)")
+        files.append("reliability.png")
     except ImportError:
         log("plots skipped: matplotlib is not installed")
     runio.write_manifest(run_dir, files, {"rnnkit_version": _version(), "torch_version": torch.__version__})

@@ -57,6 +57,11 @@ def test_type_text_and_see_probability_bars(server):
             assert labels[0] == "beta" and sorted(labels) == ["alpha", "beta", "gamma"]
             widths = page.locator("#results .bar").evaluate_all("bars => bars.map(b => parseFloat(b.style.width))")
             assert widths == sorted(widths, reverse=True) and sum(widths) == pytest.approx(100, abs=0.5)
+            # Each character the model read, highlighted by its contribution (from /explain).
+            page.wait_for_selector("#why .tok")
+            tokens = page.locator("#why .tok").all_inner_texts()
+            assert "".join(tokens) == "hijklmn"
+            assert "Why beta" in page.inner_text("#why .caption")
             # An over-long text shows the server's message instead of bars.
             page.fill("#text", "a" * 3000)
             page.click("#go")
