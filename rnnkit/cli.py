@@ -495,7 +495,7 @@ def export(
 lab_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
-    help="Seeded experiments that show what RNNs do: shapes, vanishing gradients, memory, dropout.\n\n"
+    help="Seeded experiments that show what RNNs do: shapes, vanishing gradients, memory, dropout, explanations.\n\n"
          "Each writes <out>/<name>.json and PNG plots; `rnnkit lab report <out>` gathers them.\n\n"
          "Example: rnnkit lab memory --quick --out lab && rnnkit lab report lab",
 )
@@ -508,10 +508,12 @@ def _lab_command(name: str, summary: str):
         out: Path = typer.Option(Path("lab"), help="Folder for the JSON results and plots."),
         quick: bool = typer.Option(False, "--quick", help="Small sizes: seconds instead of minutes."),
         seed: int = typer.Option(0),
+        data_dir: Optional[str] = typer.Option(None, help="Folder holding NSMC (lab explain, full mode)."),
     ):
         from .lab import run_experiment
 
-        result = run_experiment(name, out, quick=quick, seed=seed, log=lambda m: typer.echo(m, err=True))
+        result = run_experiment(name, out, quick=quick, seed=seed, log=lambda m: typer.echo(m, err=True),
+                                data_dir=data_dir)
         for finding in result.get("findings", []):
             typer.echo(f"- {finding}")
 
@@ -536,12 +538,13 @@ def lab_all(
     out: Path = typer.Option(Path("lab"), help="Folder for the JSON results and plots."),
     quick: bool = typer.Option(False, "--quick", help="Small sizes: seconds instead of minutes."),
     seed: int = typer.Option(0),
+    data_dir: Optional[str] = typer.Option(None, help="Folder holding NSMC (lab explain, full mode)."),
 ):
     from .lab import EXPERIMENTS, run_experiment
     from .lab.report import build_report
 
     for name in EXPERIMENTS:
-        run_experiment(name, out, quick=quick, seed=seed, log=lambda m: typer.echo(m, err=True))
+        run_experiment(name, out, quick=quick, seed=seed, log=lambda m: typer.echo(m, err=True), data_dir=data_dir)
     typer.echo(f"report: {build_report(out)}")
 
 

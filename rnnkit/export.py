@@ -164,12 +164,14 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             "inputs": {"ids": "int64 (batch, seq), 0 = padding, ids from vectorizer.json's vocabulary "
                               "(with <bos>/<eos> around each text when add_bos_eos is true)",
                        "lengths": "int64 (batch,), number of valid ids in each row (>= 1)"},
-            "outputs": {"probabilities": "float32 (batch, classes), columns in the order of labels"
+            "outputs": {"probabilities": "float32 (batch, classes), columns in the order of labels, calibrated "
+                                         "(logits divided by temperature inside the graph)"
                         + ("; multi-label: a sigmoid per label, predicted where it reaches its threshold"
                            if run.multilabel else "")},
             "labels": run.labels,
             "multilabel": run.multilabel,
             "thresholds": run.vectorizer.thresholds if run.multilabel else None,
+            "temperature": float(run.model.temperature),
             "max_abs_difference_vs_pytorch": diff,
             "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
             "source_run": str(Path(run_dir).resolve()),

@@ -72,7 +72,10 @@ def test_export_run_folder_and_use_it_without_pytorch_model_code(toy_run, tmp_pa
     assert info["labels"] == ["alpha", "beta", "gamma"] and info["max_abs_difference_vs_pytorch"] < 1e-4
     clf = load_onnx(tmp_path / "onnx")
     texts = ["abcdefg", "hijklmn", "opqrstu", "ab"]
-    expected = rnnkit.load(toy_run).predict_proba(texts).numpy()
+    run = rnnkit.load(toy_run)
+    expected = run.predict_proba(texts).numpy()
+    # The export carries the calibration: its probabilities are the calibrated ones predict gives.
+    assert info["temperature"] == pytest.approx(float(run.model.temperature)) and info["temperature"] != 1.0
     np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=1e-5)
     with pytest.raises(RnnkitError, match="not empty"):
         export_run(toy_run, tmp_path / "onnx", "onnx")

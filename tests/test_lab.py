@@ -123,3 +123,24 @@ def test_cli_lab_basics_and_report(tmp_path):
     res = subprocess.run([sys.executable, "-m", "rnnkit", "lab", "report", str(tmp_path / "nothing")],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and res.stderr.startswith("error: lab folder not found")
+
+
+def test_basics_hidden_size_need_not_equal_the_number_of_classes(lab_dir):
+    study = lab_dir[1]["basics"]["hidden_size_study"]
+    rows = {(r["hidden_size"], r["head"]): r for r in study["rows"]}
+    # A head maps 8 hidden units to 3 classes, and more units learn the task better than 1.
+    assert rows[(8, True)]["test_accuracy"] > max(0.8, rows[(1, True)]["test_accuracy"] + 0.2)
+    # Read directly, tanh caps each logit at 1: no probability passes e / (e + 2/e).
+    assert rows[(3, False)]["highest_probability"] <= study["probability_cap"] + 1e-4 < 0.79
+    assert rows[(8, True)]["highest_probability"] > 0.9
+
+
+def test_explain_bidirectional_looks_at_the_start_unidirectional_cannot(lab_dir):
+    r = lab_dir[1]["explain"]
+    uni, bi = r["attribution_share_by_fifth"]["unidirectional"], r["attribution_share_by_fifth"]["bidirectional"]
+    # The first letter decides the class: the backward pass reads it last, the forward pass first.
+    assert r["test_accuracy"]["bidirectional"] > 0.95
+    assert bi[0] > 0.5 and bi[0] > uni[0] + 0.3
+    example = r["examples"][1]
+    assert example["bidirectional"]["label"] == "beta"
+    assert max(example["bidirectional"]["tokens"], key=lambda ts: ts[1])[0] == "i"

@@ -16,6 +16,7 @@ it); the full mode is what ``docs/lab.md`` shows.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import platform
 import time
@@ -30,15 +31,17 @@ EXPERIMENTS = {
     "gradients": "How much gradient reaches earlier time steps (vanishing gradients)",
     "memory": "Accuracy against the distance to remember (long-term dependency)",
     "dropout": "Where dropout acts, and that inter-layer dropout needs two layers",
+    "explain": "The same review explained by a unidirectional and a bidirectional LSTM: where each looks",
 }
 
 
 def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 0,
-                   log: Callable[[str], None] = print, threads: int = 1) -> dict:
+                   log: Callable[[str], None] = print, threads: int = 1, data_dir: str | None = None) -> dict:
     """Run one experiment and write ``<out>/<name>.json`` plus its plots; return the result.
 
     ``threads``: torch CPU threads. The lab's models are tiny, so one thread is
-    fastest; more only adds synchronisation cost.
+    fastest; more only adds synchronisation cost. ``data_dir``: where the experiments
+    that train on a named dataset (``explain``: NSMC) find it.
     """
     if name not in EXPERIMENTS:
         raise RnnkitError(f"unknown lab experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
@@ -53,7 +56,8 @@ def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 
     torch.set_num_threads(threads)
     started = time.perf_counter()
     try:
-        result = module.run(out, quick=quick, seed=seed, log=log)
+        extra = {"data_dir": data_dir} if "data_dir" in inspect.signature(module.run).parameters else {}
+        result = module.run(out, quick=quick, seed=seed, log=log, **extra)
     finally:
         torch.set_num_threads(previous)
     result.update(

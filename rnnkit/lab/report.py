@@ -66,7 +66,25 @@ def _table(r: dict) -> list[str]:
     if r["experiment"] == "basics":
         rows = ["| claim | expected | observed |", "|---|---|---|"]
         rows += [f"| {c['claim']} | {c['expected']} | {c['observed']} |" for c in r["claims"]]
+        study = r.get("hidden_size_study")
+        if study:
+            rows += ["", "| hidden size | head | parameters | test accuracy | final loss | highest probability |",
+                     "|---|---|---|---|---|---|"]
+            rows += [f"| {x['hidden_size']} | {'Linear(hidden, 3)' if x['head'] else 'none (h_n are the logits)'} | "
+                     f"{x['parameters']} | {x['test_accuracy']:.3f} | {x['final_loss']:.3f} | "
+                     f"{x['highest_probability']:.3f} |" for x in study["rows"]]
         return rows + [""]
+    if r["experiment"] == "explain":
+        rows = []
+        for k, ex in enumerate(r["examples"], 1):
+            u, b = ex["unidirectional"], ex["bidirectional"]
+            rows += [f"Example {k}: `{ex['text']}`: unidirectional {u['label']} {u['probability']:.2f}, "
+                     f"bidirectional {b['label']} {b['probability']:.2f}", "",
+                     "| # | token | unidirectional | bidirectional |", "|---|---|---|---|"]
+            rows += [f"| {i} | {tu[0]} | {tu[1]:+.3f} | {tb[1]:+.3f} |"
+                     for i, (tu, tb) in enumerate(zip(u["tokens"], b["tokens"]), 1)]
+            rows.append("")
+        return rows
     return []
 
 
