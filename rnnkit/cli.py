@@ -84,6 +84,8 @@ def train(
     num_layers: Optional[int] = typer.Option(None),
     embedding_dim: Optional[int] = typer.Option(None),
     hidden_size: Optional[int] = typer.Option(None),
+    proj_size: Optional[int] = typer.Option(None, help="LSTM only: project the hidden state to this size "
+                                                        "(smaller than --hidden-size; 0 = off)."),
     rnn_dropout: Optional[float] = typer.Option(None, help="Between stacked layers (needs --num-layers >= 2)."),
     embedding_dropout: Optional[float] = typer.Option(None),
     head_dropout: Optional[float] = typer.Option(None),
@@ -132,7 +134,7 @@ def train(
     flags = {
         "dataset": dataset, "data_dir": data_dir, "out": out, "cell": cell, "backend": backend, "pooling": pooling, "head": head,
         "bidirectional": bidirectional, "num_layers": num_layers, "embedding_dim": embedding_dim,
-        "hidden_size": hidden_size, "rnn_dropout": rnn_dropout, "embedding_dropout": embedding_dropout,
+        "hidden_size": hidden_size, "proj_size": proj_size, "rnn_dropout": rnn_dropout, "embedding_dropout": embedding_dropout,
         "head_dropout": head_dropout, "tokenizer": tokenizer, "pos_tags": pos_tags, "min_freq": min_freq,
         "max_len": max_len, "text_column": text_column, "label_column": label_column,
         "label_columns": label_columns, "label_sep": label_sep, "header": header, "delimiter": delimiter, "label_names": label_names, "epochs": epochs, "batch_size": batch_size,

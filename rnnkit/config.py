@@ -99,6 +99,9 @@ class Config:
     ngram_buckets: int = 100_000
     """Rows of the hashed n-gram table (used when ngram_order > 1)."""
     hidden_size: int = 192
+    proj_size: int = 0
+    """Only for cell=lstm: project each step's hidden state down to this size (an LSTM with projections,
+    torch's proj_size); the cell state keeps hidden_size. 0 = off; must be below hidden_size."""
     num_layers: int = 1
     bidirectional: bool = True
     rnn_dropout: float = 0.0
@@ -197,6 +200,13 @@ class Config:
         _int_range("batch_size", self.batch_size, 1, 1 << 20)
         _int_range("embedding_dim", self.embedding_dim, 1, 1 << 16)
         _int_range("hidden_size", self.hidden_size, 1, 1 << 16)
+        _int_range("proj_size", self.proj_size, 0, 1 << 16)
+        if self.proj_size and self.cell != "lstm":
+            raise RnnkitError(f"proj_size works with cell=lstm only; got cell={self.cell}: use cell lstm or proj_size 0")
+        if self.proj_size >= self.hidden_size:
+            raise RnnkitError(f"proj_size must be smaller than hidden_size ({self.hidden_size}); got {self.proj_size}")
+        if self.proj_size and self.kernel == "fused":
+            raise RnnkitError("kernel=fused has no LSTM projections; use kernel auto, native or packed, or proj_size 0")
         _int_range("head_hidden", self.head_hidden, 1, 1 << 16)
         _int_range("num_layers", self.num_layers, 1, 64)
         _int_range("ngram_order", self.ngram_order, 1, 8)

@@ -51,7 +51,7 @@ class PaddedClassifier(nn.Module):
         if not isinstance(model.rnn, nn.RNNBase):
             rnn = model.rnn
             twin = make_rnn(model.cell, "torch", rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.bidirectional,
-                            0.0, getattr(rnn, "nonlinearity", "tanh"))
+                            0.0, getattr(rnn, "nonlinearity", "tanh"), rnn.proj_size)
             twin.load_state_dict(rnn.state_dict())
             model.rnn = twin
         model.kernel = "native"
@@ -76,6 +76,10 @@ def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Pa
     padded = PaddedClassifier(model.cpu().eval()).eval()
     ids, lengths = example_batch(model.embedding.num_embeddings)
     if fmt == "onnx":
+        if model.rnn.proj_size:
+            # ONNX's LSTM op has no projection, and torch's exporter refuses to write one.
+            raise RnnkitError("ONNX has no LSTM with projections (proj_size > 0); export this run with "
+                              "--format torchscript")
         try:
             import onnx  # noqa: F401
         except ImportError:
@@ -175,7 +179,8 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             "max_abs_difference_vs_pytorch": diff,
             "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
             "source_run": str(Path(run_dir).resolve()),
-            "config": {k: getattr(run.config, k) for k in ("cell", "bidirectional", "num_layers", "pooling")},
+            "config": {k: getattr(run.config, k) for k in ("cell", "bidirectional", "num_layers", "proj_size",
+                                                            "pooling")},
         }
         atomic_write_json(out / "export.json", info)
     except BaseException:  # Ctrl-C included: leave no half-written export behind

@@ -5,7 +5,9 @@ Shapes, for a batch of ``B`` sequences padded to length ``T``::
     ids (B, T) --embedding--> (B, T, E) --rnn--> (B, T, D*H) --pool--> (B, D*H)
         --fc1/ReLU/dropout--> (B, head_hidden) --fc2--> logits (B, C)
 
-where ``D`` is 2 for a bidirectional encoder. Padding never leaks into the
+where ``D`` is 2 for a bidirectional encoder and ``H`` the width of the RNN's
+output per direction: ``hidden_size``, or ``proj_size`` for an LSTM with
+projections. Padding never leaks into the
 result: the RNN reads each row's valid steps only (the padded fast path of
 :mod:`rnnkit.padded`, equal to packing) and every pooling looks only at the
 valid positions of each row.
@@ -22,18 +24,20 @@ from .errors import RnnkitError
 from .padded import column_gather, last_state, run_padded, valid_mask  # noqa: F401 (column_gather: public here)
 
 MODEL_KEYS = (
-    "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "num_layers", "bidirectional",
+    "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
     "rnn_dropout", "embedding_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
     "head",
 )
 
 
 def make_rnn(cell: str, backend: str, input_size: int, hidden_size: int, num_layers: int = 1,
-             bidirectional: bool = False, dropout: float = 0.0, nonlinearity: str = "tanh") -> nn.Module:
+             bidirectional: bool = False, dropout: float = 0.0, nonlinearity: str = "tanh",
+             proj_size: int = 0) -> nn.Module:
     """A batch-first recurrent layer: torch's fused one, or rnnkit's from-scratch twin.
 
-    Both take the same arguments and have the same parameter names, so a
-    state dict trained with one backend loads into the other.
+    Both take the same arguments and have the same parameter names (``weight_hr_l0``
+    for an LSTM with projections included), so a state dict trained with one backend
+    loads into the other.
     """
     if backend == "torch":
         layers = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -49,7 +53,18 @@ def make_rnn(cell: str, backend: str, input_size: int, hidden_size: int, num_lay
                   dropout=dropout if num_layers > 1 else 0.0)
     if cell == "rnn":
         kwargs["nonlinearity"] = nonlinearity
+    if proj_size:
+        if cell != "lstm":
+            raise RnnkitError(f"proj_size works with cell=lstm only; got cell={cell}: use cell lstm or proj_size 0")
+        # Only passed when set: torch's RNN and GRU refuse the argument even as 0.
+        kwargs["proj_size"] = proj_size
     return layers[cell](input_size, hidden_size, **kwargs)
+
+
+def rnn_output_width(rnn: nn.Module) -> int:
+    """Features per direction in the outputs of ``rnn``: ``proj_size`` for an LSTM
+    with projections, else ``hidden_size``."""
+    return getattr(rnn, "proj_size", 0) or rnn.hidden_size
 
 
 class Dropout(nn.Module):
@@ -118,7 +133,8 @@ class NgramEmbedding(nn.Module):
 class SequenceClassifier(nn.Module):
     """Embedding -> RNN -> pooling -> two-layer head, returning logits ``(B, C)``.
 
-    Args mirror :class:`rnnkit.Config`'s model section. ``kernel`` picks how the torch
+    Args mirror :class:`rnnkit.Config`'s model section (``proj_size`` > 0: an LSTM with
+    projections, whose outputs, and so the pooled features, are ``proj_size`` wide per direction). ``kernel`` picks how the torch
     backend's recurrent layer runs (:mod:`rnnkit.padded`): ``auto`` (the fused kernel to
     train a GRU/RNN on CPU, torch's kernels otherwise), ``fused``, ``native``, or ``packed`` (``pack_padded_sequence``,
     the textbook path, kept as the reference). The scratch backend always reads packed
@@ -131,7 +147,7 @@ class SequenceClassifier(nn.Module):
     """
 
     def __init__(self, vocab_size: int, num_classes: int, cell: str = "lstm", backend: str = "torch",
-                 nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128,
+                 nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128, proj_size: int = 0,
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
                  embedding_dropout: float = 0.1, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
@@ -151,8 +167,8 @@ class SequenceClassifier(nn.Module):
         self.ngrams = NgramEmbedding(ngram_order, ngram_buckets, embedding_dim) if ngram_order > 1 else None
         self.embedding_dropout = Dropout(embedding_dropout)
         self.rnn = make_rnn(cell, backend, embedding_dim, hidden_size, num_layers, bidirectional,
-                            rnn_dropout, nonlinearity)
-        out_size = hidden_size * (2 if bidirectional else 1)
+                            rnn_dropout, nonlinearity, proj_size)
+        out_size = rnn_output_width(self.rnn) * (2 if bidirectional else 1)
         if pooling == "attention":
             self.attention = nn.Linear(out_size, 1)
         self.fc1 = nn.Linear(out_size * (2 if pooling == "maxmean" else 1), head_hidden)

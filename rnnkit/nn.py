@@ -2,9 +2,10 @@
 
 :class:`ElmanRNN` (alias :data:`RNN`), :class:`LSTM` and :class:`GRU` take the
 same constructor arguments, own parameters with the same names, shapes and
-initialisation, and return the same ``(output, h_n)`` structures as
-:class:`torch.nn.RNN`, :class:`torch.nn.LSTM` and :class:`torch.nn.GRU`, so a
-``state_dict`` moves freely between ours and torch's.
+initialisation, return the same ``(output, h_n)`` structures and raise the same
+errors as :class:`torch.nn.RNN`, :class:`torch.nn.LSTM` and :class:`torch.nn.GRU`,
+so a ``state_dict`` moves freely between ours and torch's. The LSTM supports
+projections (``proj_size``) as torch's does.
 
 How a forward pass runs, for every cell alike:
 
@@ -20,7 +21,8 @@ How a forward pass runs, for every cell alike:
    same forward loop and reverses the result back.
 4. One small *step function* per cell combines the input projection and the
    hidden projection of one time step into the new state; everything else is
-   shared.
+   shared. An LSTM with projections passes its ``W_hr`` to the step function,
+   which projects the new ``h`` down to ``proj_size``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from functools import partial
 from typing import Callable, List, Optional, Tuple, Union
 
 import torch
@@ -38,7 +41,8 @@ from torch.nn.utils.rnn import PackedSequence
 __all__ = ["ElmanRNN", "RNN", "LSTM", "GRU"]
 
 # The recurrent state of one layer and direction: ``(h,)`` for the Elman RNN and
-# the GRU, ``(h, c)`` for the LSTM; every tensor is ``(batch, hidden)``.
+# the GRU, ``(h, c)`` for the LSTM; every tensor is ``(batch, hidden)``, except an
+# LSTM's ``h`` with projections, which is ``(batch, proj_size)``.
 State = Tuple[Tensor, ...]
 
 # ``step(gi, gh, state) -> new_state`` where ``gi`` is the input projection
@@ -63,11 +67,16 @@ def _rnn_relu_step(gi: Tensor, gh: Tensor, state: State) -> State:
     return (torch.relu(gi + gh),)
 
 
-def _lstm_step(gi: Tensor, gh: Tensor, state: State) -> State:
+def _lstm_step(gi: Tensor, gh: Tensor, state: State, w_hr: Optional[Tensor] = None) -> State:
     """Gate order ``i, f, g, o`` as in torch::
 
         c' = sigmoid(f) * c + sigmoid(i) * tanh(g)
         h' = sigmoid(o) * tanh(c')
+        h' = h' W_hr^T                  (only with projections, proj_size > 0)
+
+    ``c`` is ``([directions,] batch, hidden)``; ``w_hr`` is ``([directions,]
+    proj_size, hidden)`` or ``None``, and ``h'`` comes out ``([directions,]
+    batch, proj_size)`` with it, ``([directions,] batch, hidden)`` without.
     """
     c = state[1]
     hidden = c.size(-1)
@@ -79,6 +88,8 @@ def _lstm_step(gi: Tensor, gh: Tensor, state: State) -> State:
     g = torch.tanh(gates[..., 2 * hidden : 3 * hidden])
     c = torch.addcmul(f * c, i, g)
     h = o * torch.tanh(c)
+    if w_hr is not None:
+        h = torch.matmul(h, w_hr.transpose(-1, -2))
     return h, c
 
 
@@ -121,17 +132,21 @@ def _run_direction(
     each cell op runs once for both, halving the per-step Python and dispatch
     work that dominates at these sizes.
 
+    Below ``h_size`` is the size of ``h``: ``hidden``, or ``proj_size`` for an
+    LSTM with projections (whose ``c`` stays ``hidden``).
+
     Args:
         step: the cell's step function.
         gi: input projections for every step, ``(seq, [directions,] batch, gates * hidden)``.
-        state: initial state, each tensor ``([directions,] batch, hidden)``.
-        w_hh: ``([directions,] gates * hidden, hidden)``.
+        state: initial state, ``h`` ``([directions,] batch, h_size)`` (and ``c``
+            ``([directions,] batch, hidden)``).
+        w_hh: ``([directions,] gates * hidden, h_size)``.
         b_hh: ``([directions,] gates * hidden)`` or ``None``.
         mask: ``(seq, batch, 1)`` bool, ``True`` where the step is valid, or
             ``None`` when every sequence spans all ``seq`` steps.
 
     Returns:
-        ``(output, final_state)`` with ``output`` ``(seq, [directions,] batch, hidden)``,
+        ``(output, final_state)`` with ``output`` ``(seq, [directions,] batch, h_size)``,
         zero where ``mask`` is ``False``, and ``final_state`` each sequence's
         state after its last valid step.
     """
@@ -222,6 +237,23 @@ def _packed_rows(batch_sizes: Tensor, device: torch.device) -> Tuple[Tensor, Ten
 # --------------------------------------------------------------------------
 
 
+def _stack_directions(forward: Tensor, backward: Tensor) -> Tensor:
+    """``(2, *shape)``: one direction's weight and the other's, for batched matmuls.
+
+    The stacked weights are used transposed, so the gradient that reaches the
+    stack is a transposed, non-contiguous view, and so would be each weight's
+    share of it. ``.grad`` is made dense by autograd's accumulation anyway, but
+    ``torch.autograd.grad`` returns gradients as they come, and torch's own
+    layers give dense ones: the hook makes the gradient dense before the split.
+    """
+    stacked = torch.stack([forward, backward])
+    if stacked.requires_grad:
+        # The gradient is None where autograd has nothing to pass (gradcheck's
+        # partial derivatives, for one).
+        stacked.register_hook(lambda grad: None if grad is None else grad.contiguous())
+    return stacked
+
+
 def _autocast_enabled(device_type: str) -> bool:
     try:
         return torch.is_autocast_enabled(device_type)
@@ -229,9 +261,13 @@ def _autocast_enabled(device_type: str) -> bool:
         return torch.is_autocast_enabled() or torch.is_autocast_cpu_enabled()
 
 
-def _check_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} should be of type int, got: {type(value).__name__}")
+# The error messages below are torch's, word for word (torch/nn/modules/rnn.py):
+# callers and tests match on them.
+_PROJ_ONLY_LSTM = "proj_size argument is only supported for LSTM, not RNN or GRU"
+
+# Marks "proj_size not given" for ElmanRNN and GRU: torch refuses the argument
+# itself, even proj_size=0.
+_NO_PROJ = object()
 
 
 class _RecurrentBase(nn.Module):
@@ -243,6 +279,7 @@ class _RecurrentBase(nn.Module):
 
     _gates: int
     _step: StepFn
+    _input_dim_error: str  # torch's words, which differ slightly per class
 
     def __init__(
         self,
@@ -254,10 +291,12 @@ class _RecurrentBase(nn.Module):
         batch_first: bool = False,
         dropout: float = 0.0,
         bidirectional: bool = False,
+        proj_size: int = 0,
         device=None,
         dtype=None,
     ) -> None:
         super().__init__()
+        # The checks, their order, types and messages are torch's (RNNBase.__init__).
         if (
             not isinstance(dropout, numbers.Number)
             or isinstance(dropout, bool)
@@ -265,7 +304,7 @@ class _RecurrentBase(nn.Module):
         ):
             raise ValueError(
                 "dropout should be a number in range [0, 1] representing the "
-                f"probability of an element being zeroed, got {dropout!r}"
+                "probability of an element being zeroed"
             )
         if dropout > 0 and num_layers == 1:
             # Same text as torch so that warning filters written for torch apply.
@@ -276,18 +315,23 @@ class _RecurrentBase(nn.Module):
                 f"num_layers={num_layers}",
                 stacklevel=3,
             )
-        for name, flag in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+        for name, flag in (("bias", bias), ("batch_first", batch_first)):
             if not isinstance(flag, bool):
                 raise TypeError(f"{name} should be of type bool, got: {type(flag).__name__}")
-        _check_int("input_size", input_size)
-        if input_size <= 0:
-            raise ValueError(f"input_size must be greater than zero, got {input_size}")
-        _check_int("hidden_size", hidden_size)
-        if hidden_size <= 0:
-            raise ValueError(f"hidden_size must be greater than zero, got {hidden_size}")
-        _check_int("num_layers", num_layers)
+        for name, size in (("input_size", input_size), ("hidden_size", hidden_size)):
+            if not isinstance(size, int):
+                raise TypeError(f"{name} should be of type int, got: {type(size).__name__}")
+            if size <= 0:
+                raise ValueError(f"{name} must be greater than zero")
+        if not isinstance(num_layers, int):
+            # torch has no check here and fails later in range(); same type, clearer words.
+            raise TypeError(f"num_layers should be of type int, got: {type(num_layers).__name__}")
         if num_layers <= 0:
-            raise ValueError(f"num_layers must be greater than zero, got {num_layers}")
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
 
         self.mode = mode
         self.input_size = input_size
@@ -297,26 +341,28 @@ class _RecurrentBase(nn.Module):
         self.batch_first = batch_first
         self.dropout = float(dropout)
         self.bidirectional = bidirectional
-        # Projections are not implemented; kept as an attribute because code
-        # written for torch's modules reads it.
-        self.proj_size = 0
+        self.proj_size = proj_size
 
         factory = {"device": device, "dtype": dtype}
         gate_size = self._gates * hidden_size
+        # h (and with it every layer's output) is proj_size wide with projections.
+        h_size = proj_size if proj_size > 0 else hidden_size
         num_directions = 2 if bidirectional else 1
         # Parameters are registered in torch's order so that reset_parameters,
         # which walks self.parameters(), draws identical values for a given seed.
         self._all_weights: List[List[str]] = []
         for layer in range(num_layers):
-            layer_input_size = input_size if layer == 0 else hidden_size * num_directions
+            layer_input_size = input_size if layer == 0 else h_size * num_directions
             for direction in range(num_directions):
                 suffix = "_reverse" if direction == 1 else ""
                 shapes = [
                     ("weight_ih", (gate_size, layer_input_size)),
-                    ("weight_hh", (gate_size, hidden_size)),
+                    ("weight_hh", (gate_size, h_size)),
                 ]
                 if bias:
                     shapes += [("bias_ih", (gate_size,)), ("bias_hh", (gate_size,))]
+                if proj_size > 0:
+                    shapes += [("weight_hr", (proj_size, hidden_size))]
                 names = []
                 for prefix, shape in shapes:
                     name = f"{prefix}_l{layer}{suffix}"
@@ -324,6 +370,12 @@ class _RecurrentBase(nn.Module):
                     names.append(name)
                 self._all_weights.append(names)
         self.reset_parameters()
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Modules pickled before proj_size existed (as torch does for its own).
+        if "proj_size" not in self.__dict__:
+            self.proj_size = 0
 
     @property
     def num_directions(self) -> int:
@@ -345,6 +397,8 @@ class _RecurrentBase(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size != 0:
+            s += f", proj_size={self.proj_size}"
         if self.num_layers != 1:
             s += f", num_layers={self.num_layers}"
         if self.bias is not True:
@@ -360,7 +414,7 @@ class _RecurrentBase(nn.Module):
     # ---- the state as the caller sees it vs. as the loop uses it ----------
 
     def _state_sizes(self) -> Tuple[int, ...]:
-        """Hidden size of each tensor in a state: ``(h,)`` or ``(h, c)``."""
+        """Size of each tensor in a state: ``(h,)`` or ``(h, c)``."""
         return (self.hidden_size,)
 
     def _pack_state(self, states: Tuple[Tensor, ...]):
@@ -372,6 +426,15 @@ class _RecurrentBase(nn.Module):
         if not isinstance(hx, Tensor):
             raise TypeError(f"{type(self).__name__}: hx should be a Tensor, got {type(hx).__name__}")
         return (hx,)
+
+    def _check_state_dims(self, states: State, batched: bool) -> None:
+        """torch's RuntimeError when ``hx`` is not 3-D for a batch (2-D for one sequence)."""
+        want = 3 if batched else 2
+        if any(s.dim() != want for s in states):
+            shape = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {shape} input, hx should also be {want}-D but got {states[0].dim()}-D tensor"
+            )
 
     # ---- forward -----------------------------------------------------------
 
@@ -385,28 +448,21 @@ class _RecurrentBase(nn.Module):
                 f"got {type(input).__name__}"
             )
         if input.dim() not in (2, 3):
-            raise ValueError(
-                f"{type(self).__name__}: Expected input to be 2D or 3D, got {input.dim()}D tensor instead"
-            )
+            raise ValueError(self._input_dim_error.format(input.dim()))
         batched = input.dim() == 3
         states = None if hx is None else self._unpack_state(hx)
+        if states is not None:
+            self._check_state_dims(states, batched)
         if not batched:
             # Unbatched (seq, feature): run as a batch of one.
             input = input.unsqueeze(0 if self.batch_first else 1)
             if states is not None:
-                if any(s.dim() != 2 for s in states):
-                    raise RuntimeError(
-                        "For unbatched 2-D input, hx should also be 2-D but got "
-                        f"{tuple(s.dim() for s in states)}-D tensor(s)"
-                    )
                 states = tuple(s.unsqueeze(1) for s in states)
-        elif states is not None and any(s.dim() != 3 for s in states):
-            raise RuntimeError(
-                "For batched 3-D input, hx should also be 3-D but got "
-                f"{tuple(s.dim() for s in states)}-D tensor(s)"
-            )
         self._check_input(input)
         states = self._initial_states(input.size(0 if self.batch_first else 1), input, states)
+        if input.size(1 if self.batch_first else 0) == 0:
+            # Same message as torch; a zero-step loop would have no output.
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         # Time-major and contiguous, so the input projection comes out with each
         # step a contiguous (batch, gates * hidden) block.
         x = input.transpose(0, 1).contiguous() if self.batch_first else input
@@ -443,18 +499,17 @@ class _RecurrentBase(nn.Module):
         return out, self._pack_state(final)
 
     def _check_input(self, x: Tensor, packed: bool = False) -> None:
+        """torch's check_input: dtype, then number of dimensions, then feature size."""
         weight = self.weight_ih_l0
         if x.dtype != weight.dtype and not _autocast_enabled(x.device.type):
+            # "RNN" for every cell, as torch says it.
             raise ValueError(
-                f"{type(self).__name__} input dtype ({x.dtype}) does not match weight dtype "
-                f"({weight.dtype}). Convert input: input.to({weight.dtype}), or convert "
-                f"model: model.to({x.dtype})"
+                f"RNN input dtype ({x.dtype}) does not match weight dtype ({weight.dtype}). "
+                f"Convert input: input.to({weight.dtype}), or convert model: model.to({x.dtype})"
             )
-        if packed and x.dim() != 2:
-            raise RuntimeError(f"packed input data must have 2 dimensions, got {x.dim()}")
-        if x.size(1 if self.batch_first and not packed else 0) == 0:
-            # Same message as torch; a zero-step loop would have no output.
-            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        expected_dim = 2 if packed else 3
+        if x.dim() != expected_dim:
+            raise RuntimeError(f"input must have {expected_dim} dimensions, got {x.dim()}")
         if x.size(-1) != self.input_size:
             raise RuntimeError(
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, "
@@ -464,15 +519,19 @@ class _RecurrentBase(nn.Module):
     def _initial_states(self, batch: int, x: Tensor, states: Optional[State]) -> State:
         """Zero states like ``x``, or the caller's after a shape check.
 
-        Each returned tensor is ``(num_layers * num_directions, batch, hidden)``.
+        Each returned tensor is ``(num_layers * num_directions, batch, size)`` with
+        the sizes of :meth:`_state_sizes`.
         """
         layers = self.num_layers * self.num_directions
+        sizes = self._state_sizes()
         if states is None:
-            return tuple(x.new_zeros(layers, batch, size) for size in self._state_sizes())
-        for s, size in zip(states, self._state_sizes()):
+            return tuple(x.new_zeros(layers, batch, size) for size in sizes)
+        # torch names the tensors hidden[0] and hidden[1] only for the LSTM.
+        names = ["hidden"] if len(sizes) == 1 else ["hidden[0]", "hidden[1]"]
+        for s, size, name in zip(states, sizes, names):
             expected = (layers, batch, size)
             if tuple(s.shape) != expected:
-                raise RuntimeError(f"Expected hidden size {expected}, got {list(s.shape)}")
+                raise RuntimeError(f"Expected {name} size {expected}, got {list(s.shape)}")
         return states
 
     def _run(
@@ -480,17 +539,19 @@ class _RecurrentBase(nn.Module):
     ) -> Tuple[Tensor, State]:
         """All layers over a time-major padded batch.
 
+        ``h_size`` is ``hidden_size``, or ``proj_size`` for an LSTM with projections.
+
         Args:
             x: ``(seq, batch, input_size)``.
-            states: initial states, each ``(num_layers * num_directions, batch, hidden)``.
+            states: initial states, each ``(num_layers * num_directions, batch, size)``
+                with the sizes of :meth:`_state_sizes`.
             lengths: ``(batch,)`` valid length of every sequence, or ``None``
                 when all span ``seq`` steps (no masking needed).
 
         Returns:
-            ``(output, final)``: ``output`` ``(seq, batch, num_directions * hidden)``
+            ``(output, final)``: ``output`` ``(seq, batch, num_directions * h_size)``
             from the last layer, zero past each sequence's length; ``final`` the
-            states after each sequence's last valid step, each
-            ``(num_layers * num_directions, batch, hidden)``.
+            states after each sequence's last valid step, shaped as ``states``.
         """
         seq_len = x.size(0)
         mask = rev_index = None
@@ -502,26 +563,36 @@ class _RecurrentBase(nn.Module):
         layer_input = x
         for layer in range(self.num_layers):
             k = layer * self.num_directions
-            # (w_ih, w_hh, b_ih, b_hh) per direction, biases None when bias=False.
-            params = [[getattr(self, n) for n in self._all_weights[k + d]] for d in range(self.num_directions)]
-            params = [p if len(p) == 4 else p + [None, None] for p in params]
+            # {"weight_ih": ..., "weight_hh": ..., ...} per direction; absent biases
+            # and projections read as None.
+            params = [
+                {n.rsplit("_l", 1)[0]: getattr(self, n) for n in self._all_weights[k + d]}
+                for d in range(self.num_directions)
+            ]
+            fwd = params[0]
             # The whole sequence's input projection in one matmul per direction;
             # only the recurrence has to go step by step.
-            w_ih, w_hh, b_ih, b_hh = params[0]
-            gi = F.linear(layer_input, w_ih, b_ih)
+            gi = F.linear(layer_input, fwd["weight_ih"], fwd.get("bias_ih"))
             if self.num_directions == 1:
-                out, final = _run_direction(self._step, gi, tuple(s[k] for s in states), w_hh, b_hh, mask)
+                step = self._step_with(fwd.get("weight_hr"))
+                out, final = _run_direction(
+                    step, gi, tuple(s[k] for s in states), fwd["weight_hh"], fwd.get("bias_hh"), mask
+                )
                 finals.append(final)
                 layer_input = out
             else:
-                w_ih_b, w_hh_b, b_ih_b, b_hh_b = params[1]
-                gi_b = F.linear(_reverse(layer_input, rev_index), w_ih_b, b_ih_b)
+                bwd = params[1]
+                gi_b = F.linear(_reverse(layer_input, rev_index), bwd["weight_ih"], bwd.get("bias_ih"))
+
+                def stacked(name: str) -> Optional[Tensor]:
+                    return None if name not in fwd else _stack_directions(fwd[name], bwd[name])
+
                 out, final = _run_direction(
-                    self._step,
+                    self._step_with(stacked("weight_hr")),
                     torch.stack([gi, gi_b], 1),
                     tuple(s[k : k + 2] for s in states),
-                    torch.stack([w_hh, w_hh_b]),
-                    None if b_hh is None else torch.stack([b_hh, b_hh_b]),
+                    stacked("weight_hh"),
+                    stacked("bias_hh"),
                     mask,
                 )
                 finals.append(tuple(f[0] for f in final))
@@ -529,8 +600,12 @@ class _RecurrentBase(nn.Module):
                 layer_input = torch.cat([out[:, 0], _reverse(out[:, 1], rev_index)], 2)
             if self.training and self.dropout > 0 and layer < self.num_layers - 1:
                 layer_input = F.dropout(layer_input, self.dropout, training=True)
-        stacked = tuple(torch.stack(parts) for parts in zip(*finals))
-        return layer_input, stacked
+        stacked_finals = tuple(torch.stack(parts) for parts in zip(*finals))
+        return layer_input, stacked_finals
+
+    def _step_with(self, w_hr: Optional[Tensor]) -> StepFn:
+        """The cell's step function, bound to the projection ``W_hr`` if there is one."""
+        return self._step if w_hr is None else partial(self._step, w_hr=w_hr)
 
 
 class ElmanRNN(_RecurrentBase):
@@ -552,6 +627,8 @@ class ElmanRNN(_RecurrentBase):
             every layer except the last, in training mode only.
         bidirectional: if ``True``, each layer also runs backwards in time.
         device, dtype: for the parameters.
+        proj_size: not supported (only :class:`LSTM` projects); passing it at
+            all raises ``ValueError``, as torch does.
 
     Inputs: ``input, h_0``
         * **input**: ``(seq, input_size)`` unbatched, ``(seq, batch, input_size)``,
@@ -578,6 +655,7 @@ class ElmanRNN(_RecurrentBase):
     """
 
     _gates = 1
+    _input_dim_error = "RNN: Expected input to be 2D or 3D, got {}D tensor instead"
 
     def __init__(
         self,
@@ -591,7 +669,10 @@ class ElmanRNN(_RecurrentBase):
         bidirectional: bool = False,
         device=None,
         dtype=None,
+        proj_size=_NO_PROJ,
     ) -> None:
+        if proj_size is not _NO_PROJ:
+            raise ValueError(_PROJ_ONLY_LSTM)
         steps = {"tanh": _rnn_tanh_step, "relu": _rnn_relu_step}
         if nonlinearity not in steps:
             raise ValueError(
@@ -606,8 +687,8 @@ class ElmanRNN(_RecurrentBase):
             batch_first,
             dropout,
             bidirectional,
-            device,
-            dtype,
+            device=device,
+            dtype=dtype,
         )
         self.nonlinearity = nonlinearity
         # An instance attribute, so it is not bound as a method.
@@ -624,7 +705,7 @@ RNN = ElmanRNN
 
 
 class LSTM(_RecurrentBase):
-    r"""Multi-layer LSTM, a drop-in for :class:`torch.nn.LSTM` (without ``proj_size``).
+    r"""Multi-layer LSTM, a drop-in for :class:`torch.nn.LSTM`, projections included.
 
     Each layer computes, with the gates stacked in the order ``i, f, g, o``::
 
@@ -635,35 +716,46 @@ class LSTM(_RecurrentBase):
         c_t = f_t * c_{t-1} + i_t * g_t
         h_t = o_t * tanh(c_t)
 
+    With ``proj_size > 0`` (an LSTM with projections, Sak et al. 2014) ``h_t`` is
+    projected down, ``h_t = W_hr (o_t * tanh(c_t))``: ``h``, the output and
+    ``W_h*`` shrink to ``proj_size`` while ``c`` keeps ``hidden_size``.
+    Below ``H_out`` is ``proj_size`` if it is non-zero, else ``hidden_size``.
+
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout,
         bidirectional, device, dtype: as for :class:`ElmanRNN`.
-        proj_size: only ``0`` is supported; anything else raises ``ValueError``.
+        proj_size: if ``> 0``, project ``h`` to this size; must be smaller
+            than ``hidden_size``. Default ``0``: no projection.
 
     Inputs: ``input, (h_0, c_0)``
         * **input**: ``(seq, input_size)`` unbatched, ``(seq, batch, input_size)``,
           ``(batch, seq, input_size)`` with ``batch_first``, or a
           :class:`~torch.nn.utils.rnn.PackedSequence`.
-        * **h_0**, **c_0**: each ``(num_layers * num_directions, batch, hidden_size)``
-          (``(num_layers * num_directions, hidden_size)`` unbatched), in the
-          caller's batch order; zeros if ``None``.
+        * **h_0**: ``(num_layers * num_directions, batch, H_out)`` and
+          **c_0**: ``(num_layers * num_directions, batch, hidden_size)``
+          (without the batch dimension when unbatched), in the caller's batch
+          order; zeros if ``None``.
 
     Outputs: ``output, (h_n, c_n)``
-        * **output**: ``(seq, batch, num_directions * hidden_size)`` (or
+        * **output**: ``(seq, batch, num_directions * H_out)`` (or
           ``(batch, seq, ...)`` with ``batch_first``, ``(seq, ...)`` unbatched),
           or a ``PackedSequence`` for a packed input.
-        * **h_n**, **c_n**: each ``(num_layers * num_directions, batch, hidden_size)``,
+        * **h_n**: ``(num_layers * num_directions, batch, H_out)`` and
+          **c_n**: ``(num_layers * num_directions, batch, hidden_size)``,
           at each sequence's own last step (step 0 for the reverse direction).
 
     Attributes:
         weight_ih_l{k}{_reverse}: ``(4 * hidden_size, input_size)`` for ``k = 0``,
-            else ``(4 * hidden_size, num_directions * hidden_size)``.
-        weight_hh_l{k}{_reverse}: ``(4 * hidden_size, hidden_size)``.
+            else ``(4 * hidden_size, num_directions * H_out)``.
+        weight_hh_l{k}{_reverse}: ``(4 * hidden_size, H_out)``.
         bias_ih_l{k}{_reverse}, bias_hh_l{k}{_reverse}: ``(4 * hidden_size,)``.
+        weight_hr_l{k}{_reverse}: ``(proj_size, hidden_size)``, only with
+            ``proj_size > 0``.
     """
 
     _gates = 4
     _step = staticmethod(_lstm_step)
+    _input_dim_error = "LSTM: Expected input to be 2D or 3D, got {}D instead"
 
     def __init__(
         self,
@@ -678,11 +770,6 @@ class LSTM(_RecurrentBase):
         device=None,
         dtype=None,
     ) -> None:
-        if proj_size != 0:
-            raise ValueError(
-                f"rnnkit.nn.LSTM does not support projections (proj_size={proj_size}); "
-                "use proj_size=0 or torch.nn.LSTM"
-            )
         super().__init__(
             "LSTM",
             input_size,
@@ -692,12 +779,13 @@ class LSTM(_RecurrentBase):
             batch_first,
             dropout,
             bidirectional,
+            proj_size,
             device,
             dtype,
         )
 
     def _state_sizes(self) -> Tuple[int, ...]:
-        return (self.hidden_size, self.hidden_size)
+        return (self.proj_size if self.proj_size > 0 else self.hidden_size, self.hidden_size)
 
     def _pack_state(self, states: Tuple[Tensor, ...]):
         return states[0], states[1]
@@ -706,6 +794,15 @@ class LSTM(_RecurrentBase):
         if not (isinstance(hx, (tuple, list)) and len(hx) == 2 and all(isinstance(s, Tensor) for s in hx)):
             raise TypeError("LSTM: hx should be a tuple (h_0, c_0) of two Tensors")
         return (hx[0], hx[1])
+
+    def _check_state_dims(self, states: State, batched: bool) -> None:
+        want = 3 if batched else 2
+        if any(s.dim() != want for s in states):
+            shape = "batched 3-D" if batched else "unbatched 2-D"
+            raise RuntimeError(
+                f"For {shape} input, hx and cx should also be {want}-D but got "
+                f"({states[0].dim()}-D, {states[1].dim()}-D) tensors"
+            )
 
     def forward(
         self,
@@ -728,7 +825,7 @@ class GRU(_RecurrentBase):
 
     Args:
         input_size, hidden_size, num_layers, bias, batch_first, dropout,
-        bidirectional, device, dtype: as for :class:`ElmanRNN`.
+        bidirectional, device, dtype, proj_size: as for :class:`ElmanRNN`.
 
     Inputs and outputs are those of :class:`ElmanRNN`: ``input, h_0`` ->
     ``output, h_n``.
@@ -742,6 +839,7 @@ class GRU(_RecurrentBase):
 
     _gates = 3
     _step = staticmethod(_gru_step)
+    _input_dim_error = "GRU: Expected input to be 2D or 3D, got {}D instead"
 
     def __init__(
         self,
@@ -754,7 +852,10 @@ class GRU(_RecurrentBase):
         bidirectional: bool = False,
         device=None,
         dtype=None,
+        proj_size=_NO_PROJ,
     ) -> None:
+        if proj_size is not _NO_PROJ:
+            raise ValueError(_PROJ_ONLY_LSTM)
         super().__init__(
             "GRU",
             input_size,
@@ -764,8 +865,8 @@ class GRU(_RecurrentBase):
             batch_first,
             dropout,
             bidirectional,
-            device,
-            dtype,
+            device=device,
+            dtype=dtype,
         )
 
     def forward(

@@ -18,13 +18,15 @@ makes the result *equal* to the packed one:
 Each layer and direction runs on one of two kernels:
 
 * ``native``: torch's own ``aten::lstm/gru/rnn_*`` (oneDNN for the LSTM on CPU,
-  cuDNN on GPU). ONNX and TorchScript export always take this one.
+  cuDNN on GPU). ONNX and TorchScript export always take this one. It also runs
+  LSTMs with projections (``proj_size``), through torch's default LSTM kernel:
+  oneDNN has none with projections.
 * ``fused``: :class:`FusedLayer` below, for training on CPU: both directions of a
   layer step together, the input projections of all steps are one batched GEMM,
   and a hand-written backward replaces autograd's per-op bookkeeping inside the
   time loop. It exists because the GRU and the Elman RNN have no oneDNN path on
   CPU. ``auto`` uses it to train those two; oneDNN measured faster for the LSTM
-  (:func:`choose_kernel`, BENCHMARKS.md "CPU speed").
+  (:func:`choose_kernel`, BENCHMARKS.md "CPU speed"). It has no LSTM projections.
 
 Both compute the same function; tests hold them to the packed path within 1e-5.
 """
@@ -34,6 +36,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from .errors import RnnkitError
 
 
 def reversed_steps(lengths: Tensor, seq_len: int, device) -> Tensor:
@@ -81,6 +85,8 @@ def choose_kernel(kernel: str, rnn: nn.RNNBase, x: Tensor) -> str:
     (torch's kernels were as fast or faster without a backward pass to save), GPUs (cuDNN)
     and exports.
     """
+    if kernel == "fused" and getattr(rnn, "proj_size", 0):
+        raise RnnkitError("kernel=fused has no LSTM projections; use kernel auto, native or packed, or proj_size 0")
     if kernel != "auto":
         return kernel
     if (x.device.type != "cpu" or rnn.mode == "LSTM" or not torch.is_grad_enabled()
@@ -93,23 +99,26 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
     """Outputs ``(B, T, D*H)`` of the batch-first ``rnn`` (nn.RNN/LSTM/GRU) on padded ``x (B, T, I)``.
 
     Equal to running ``rnn`` on ``pack_padded_sequence(x, lengths)`` at every valid step;
-    padded steps hold garbage. ``D`` is 2 for a bidirectional ``rnn``. Dropout between
-    layers follows ``rnn.dropout`` in training mode, as ``nn.LSTM`` does.
+    padded steps hold garbage. ``D`` is 2 for a bidirectional ``rnn``, ``H`` its
+    ``proj_size`` if it projects, else ``hidden_size``. Dropout between layers follows
+    ``rnn.dropout`` in training mode, as ``nn.LSTM`` does.
     """
     kernel = choose_kernel(kernel, rnn, x)
     mode = rnn.mode  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
     directions = ("", "_reverse") if rnn.bidirectional else ("",)
+    proj_size = getattr(rnn, "proj_size", 0)
+    # aten's own order: the projection W_hr comes after the biases.
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh") + (("weight_hr",) if proj_size else ())
     layer_in = x
     for layer in range(rnn.num_layers):
         if layer > 0 and rnn.dropout and rnn.training:
             layer_in = F.dropout(layer_in, rnn.dropout, True)
-        weights = [[getattr(rnn, f"{name}_l{layer}{sfx}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
-                   for sfx in directions]
+        weights = [[getattr(rnn, f"{name}_l{layer}{sfx}") for name in names] for sfx in directions]
         if kernel == "fused":
             layer_in = FusedLayer.apply(mode, layer_in, lengths, *[torch.stack(ws) for ws in zip(*weights)])
             continue
         inputs = [layer_in] + ([reverse_within_length(layer_in, lengths)] if rnn.bidirectional else [])
-        outs = [_native(mode, inp, ws, rnn.hidden_size, rnn.training) for inp, ws in zip(inputs, weights)]
+        outs = [_native(mode, inp, ws, rnn.hidden_size, rnn.training, proj_size) for inp, ws in zip(inputs, weights)]
         if rnn.bidirectional:
             layer_in = torch.cat([outs[0], reverse_within_length(outs[1], lengths)], dim=-1)
         else:
@@ -130,11 +139,17 @@ def last_state(out: Tensor, lengths: Tensor, bidirectional: bool) -> Tensor:
     return torch.cat([last[:, :h], out[:, 0, h:]], dim=-1)
 
 
-def _native(mode: str, x: Tensor, weights: list, hidden: int, training: bool) -> Tensor:
-    """One layer, one direction through torch's kernel (oneDNN / cuDNN / ATen)."""
+def _native(mode: str, x: Tensor, weights: list, hidden: int, training: bool, proj_size: int = 0) -> Tensor:
+    """One layer, one direction through torch's kernel (oneDNN / cuDNN / ATen).
+
+    ``x (B, T, I)`` -> ``(B, T, proj_size or hidden)``; ``weights`` end with ``W_hr``
+    when ``proj_size`` is set.
+    """
     h0 = x.new_zeros(1, x.shape[0], hidden)
     if mode == "LSTM":
-        return torch._VF.lstm(x, (h0, h0), weights, True, 1, 0.0, training, False, True)[0]
+        # aten tells an LSTM with projections by h_0 being narrower than c_0.
+        h0_lstm = x.new_zeros(1, x.shape[0], proj_size) if proj_size else h0
+        return torch._VF.lstm(x, (h0_lstm, h0), weights, True, 1, 0.0, training, False, True)[0]
     fn = {"GRU": torch._VF.gru, "RNN_TANH": torch._VF.rnn_tanh, "RNN_RELU": torch._VF.rnn_relu}[mode]
     return fn(x, h0, weights, True, 1, 0.0, training, False, True)[0]
 

@@ -22,7 +22,7 @@ from typing import Callable, Optional
 import torch
 from torch import nn
 
-from .model import SequenceClassifier, valid_mask
+from .model import SequenceClassifier, rnn_output_width, valid_mask
 from .vectorizer import BatchSampler, EncodedSplit
 
 # Tokens below the first cutoff get the full head; the rest fall into clusters 4x and 16x narrower.
@@ -82,7 +82,8 @@ def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_
 
     from .trainer import clip_grad_norm, fastest_optimizer
 
-    heads = LanguageModelHeads(model.rnn.hidden_size, model.embedding.num_embeddings,
+    # Each direction's outputs are proj_size wide for an LSTM with projections.
+    heads = LanguageModelHeads(rnn_output_width(model.rnn), model.embedding.num_embeddings,
                                model.rnn.bidirectional).to(device)
     encoder = [p for name, p in model.named_parameters() if name.split(".")[0] in ("embedding", "ngrams", "rnn")]
     params = encoder + list(heads.parameters())

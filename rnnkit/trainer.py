@@ -534,7 +534,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
             "layers); use embedding_dropout/head_dropout, or num_layers >= 2")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
-        f"hidden {cfg.hidden_size}, pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
+        f"hidden {cfg.hidden_size}{f' (projected to {cfg.proj_size})' if cfg.proj_size else ''}, "
+        f"pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
         + (f", {str(amp).replace('torch.', '')} autocast" if amp is not None else ", fp32")
         + (f"; {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
            f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))

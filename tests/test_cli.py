@@ -101,6 +101,8 @@ def test_errors_are_one_line_with_exit_2(cli_run, tmp_path):
                    "no column 'review'")
     one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--lr", "-3", "--out", tmp_path / "o"), "lr must be")
     one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--set", "epoch=3"), "did you mean 'epochs'")
+    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--cell", "gru", "--proj-size", "4",
+                          "--out", tmp_path / "o"), "proj_size works with cell=lstm only")
     assert not (tmp_path / "o").exists()
     labels = tmp_path / "labels.csv"
     labels.write_text("text,label\nabc,alpha\nxyz,zeta\n")
@@ -135,3 +137,14 @@ def test_demo_runs_offline(tmp_path, monkeypatch):
     assert res.returncode == 0, res.stderr
     assert "test accuracy" in res.stdout and "Predictions" in res.stdout
     assert (tmp_path / "demo" / "run.json").exists()
+
+
+def test_train_lstm_with_projections_from_the_command_line(tmp_path):
+    data = tmp_path / "toy.tsv"
+    data.write_text("text\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in make_rows(40)))
+    out = tmp_path / "run"
+    res = rnnkit("train", "--dataset", data, "--out", out, "--epochs", 1, "--cell", "lstm", "--hidden-size", 16,
+                 "--proj-size", 4, "--embedding-dim", 8, "--no-baseline", "--no-progress", "--threads", 1)
+    assert res.returncode == 0, res.stderr
+    assert "projected to 4" in res.stderr
+    assert json.loads((out / "config.json").read_text())["proj_size"] == 4

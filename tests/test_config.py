@@ -94,3 +94,14 @@ def test_accuracy_options_are_checked():
     for bad in (dict(ema=1.0), dict(ema=0.0), dict(ngram_order=0), dict(pretrain_epochs=-1), dict(pretrain_lr=0.0)):
         with pytest.raises(RnnkitError, match=next(iter(bad))):
             Config(**bad).validate()
+
+
+def test_proj_size_only_for_lstm_below_hidden_size_and_not_fused():
+    assert Config(cell="lstm", hidden_size=16, proj_size=8).validate().proj_size == 8
+    for bad, match in [(dict(cell="gru", proj_size=4), "proj_size works with cell=lstm only; got cell=gru"),
+                       (dict(hidden_size=16, proj_size=16), r"proj_size must be smaller than hidden_size \(16\)"),
+                       (dict(proj_size=-1), "proj_size must be an integer"),
+                       (dict(proj_size=4, kernel="fused"), "kernel=fused has no LSTM projections")]:
+        with pytest.raises(RnnkitError, match=match):
+            Config(**bad).validate()
+    assert Config().update({"proj_size": "8"}).proj_size == 8

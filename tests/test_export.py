@@ -63,6 +63,18 @@ def test_torchscript_equals_pytorch(tmp_path, cell, pooling):
     assert max_difference(model, path, "torchscript", trials=5) < 1e-4
 
 
+@pytest.mark.parametrize("backend", ["torch", "scratch"])
+def test_lstm_with_projections_exports_to_torchscript_and_says_why_not_onnx(tmp_path, backend):
+    torch.manual_seed(3)
+    model = SequenceClassifier(50, 4, cell="lstm", backend=backend, embedding_dim=8, hidden_size=6, proj_size=3,
+                               num_layers=2, bidirectional=True, pooling="last").eval()
+    path = export_model(model, tmp_path / "m.pt", "torchscript")
+    assert max_difference(model, path, "torchscript", trials=3) < 1e-4
+    with pytest.raises(RnnkitError, match="ONNX has no LSTM with projections.*--format torchscript"):
+        export_model(model, tmp_path / "m.onnx", "onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_export_run_folder_and_use_it_without_pytorch_model_code(toy_run, tmp_path):
     from rnnkit.export import export_run, load_onnx
     import rnnkit

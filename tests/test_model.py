@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from rnnkit.errors import RnnkitError
 from rnnkit.model import SequenceClassifier, column_gather, make_rnn
 
 
@@ -108,3 +109,28 @@ def test_ngram_features_keep_padded_equal_to_packed_and_padding_inert(kernel):
         torch.testing.assert_close(wider, outs[k], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(outs[kernel], outs["packed"], rtol=1e-5, atol=1e-5)
     assert "ngrams.table.weight" in model.state_dict()
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm_projection_weights_move_between_backends(bidirectional):
+    """proj_size: torch's parameter names (weight_hr_l0[_reverse]) on both backends, so a
+    state dict trained on either loads into the other; the head reads proj_size-wide outputs."""
+    kw = dict(cell="lstm", proj_size=4, num_layers=2, bidirectional=bidirectional, pooling="maxmean")
+    fused, scratch = build(backend="torch", **kw), build(backend="scratch", **kw)
+    assert list(fused.state_dict()) == list(scratch.state_dict())
+    assert "rnn.weight_hr_l1" in fused.state_dict()
+    assert ("rnn.weight_hr_l0_reverse" in fused.state_dict()) == bidirectional
+    assert fused.fc1.in_features == 2 * 4 * (2 if bidirectional else 1)
+    ids, lengths = batch()
+    for src, dst in ((fused, scratch), (scratch, build(backend="torch", **kw))):
+        dst.load_state_dict(src.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(dst(ids, lengths), src(ids, lengths), atol=1e-5, rtol=1e-5)
+
+
+def test_make_rnn_projections_only_for_lstm():
+    assert make_rnn("lstm", "scratch", 4, 8, proj_size=3).weight_hr_l0.shape == (3, 8)
+    assert make_rnn("lstm", "torch", 4, 8, proj_size=3).proj_size == 3
+    for cell in ("rnn", "gru"):
+        with pytest.raises(RnnkitError, match="cell=lstm only"):
+            make_rnn(cell, "torch", 4, 8, proj_size=3)

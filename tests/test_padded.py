@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from rnnkit.config import POOLINGS
+from rnnkit.errors import RnnkitError
 from rnnkit.model import Dropout, SequenceClassifier
 from rnnkit.padded import FusedLayer, last_state, run_padded, valid_mask
 
@@ -25,19 +26,26 @@ def ragged(batch=6, max_len=9, vocab=30, seed=0):
     return ids, lengths
 
 
-LAYERS = [(nn.RNN, {"nonlinearity": "tanh"}), (nn.RNN, {"nonlinearity": "relu"}), (nn.LSTM, {}), (nn.GRU, {})]
+LAYERS = [(nn.RNN, {"nonlinearity": "tanh"}), (nn.RNN, {"nonlinearity": "relu"}), (nn.LSTM, {}), (nn.GRU, {}),
+          (nn.LSTM, {"proj_size": 3})]
 
 
 @pytest.mark.parametrize("kernel", ["native", "fused"])
-@pytest.mark.parametrize("layer,kwargs", LAYERS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("layer,kwargs", LAYERS, ids=["rnn_tanh", "rnn_relu", "lstm", "gru", "lstm_proj"])
 def test_layer_outputs_and_gradients_equal_packed(layer, kwargs, kernel):
+    if kernel == "fused" and kwargs.get("proj_size"):
+        rnn = layer(5, 7, batch_first=True, **kwargs)
+        with pytest.raises(RnnkitError, match="kernel=fused has no LSTM projections"):
+            run_padded(rnn, torch.randn(2, 3, 5), torch.tensor([3, 1]), kernel)
+        return
     for num_layers, bidirectional in itertools.product((1, 2), (False, True)):
         torch.manual_seed(0)
         rnn = layer(5, 7, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, **kwargs)
         _, lengths = ragged()
         x = torch.randn(len(lengths), int(lengths.max()), 5, requires_grad=True)
         mask = valid_mask(lengths, x.shape[1], x.device)[..., None]
-        weight = torch.randn(x.shape[0], x.shape[1], rnn.hidden_size * (1 + bidirectional))
+        width = kwargs.get("proj_size") or rnn.hidden_size
+        weight = torch.randn(x.shape[0], x.shape[1], width * (1 + bidirectional))
 
         packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         ref, h_n = rnn(packed)
@@ -79,6 +87,29 @@ def test_classifier_features_logits_and_gradients_equal_packed(cell, pooling):
             torch.testing.assert_close(logits, ref[1], **TOL, msg=lambda m: f"logits, {where}: {m}")
             for got, want in zip(grads, ref[2]):
                 torch.testing.assert_close(got, want, **TOL, msg=lambda m: f"gradients, {where}: {m}")
+
+
+@pytest.mark.parametrize("backend", ["torch", "scratch"])
+def test_lstm_projection_classifier_padded_equals_packed(backend):
+    """proj_size > 0 on the padded path (torch's kernel with W_hr) and on the packed one."""
+    ids, lengths = ragged(batch=7, max_len=11)
+    y = torch.randint(0, 3, (7,), generator=torch.Generator().manual_seed(2))
+    for pooling, bidirectional in (("last", True), ("maxmean", False), ("attention", True)):
+        results = {}
+        for kernel in ("packed", "native"):
+            torch.manual_seed(0)
+            model = SequenceClassifier(30, 3, cell="lstm", backend=backend, embedding_dim=6, hidden_size=5,
+                                       proj_size=2, head_hidden=4, num_layers=2, bidirectional=bidirectional,
+                                       pooling=pooling, embedding_dropout=0.0, head_dropout=0.0, kernel=kernel)
+            logits = model(ids, lengths)
+            nn.functional.cross_entropy(logits, y).backward()
+            results[kernel] = (model.encode(ids, lengths), logits, [p.grad for p in model.parameters()])
+        ref, got = results["packed"], results["native"]
+        assert got[0].shape[-1] == 2 * (2 if bidirectional else 1) * (2 if pooling == "maxmean" else 1)
+        torch.testing.assert_close(got[0], ref[0], **TOL)
+        torch.testing.assert_close(got[1], ref[1], **TOL)
+        for a, b in zip(got[2], ref[2]):
+            torch.testing.assert_close(a, b, **TOL)
 
 
 def test_padding_past_the_longest_row_changes_nothing():

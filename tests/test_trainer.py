@@ -266,3 +266,24 @@ def test_ema_run_saves_the_averaged_weights_it_validated(toy_csv, tmp_path):
     plain = rnnkit.train(tiny_config(toy_csv, tmp_path / "p", epochs=2))
     wa, wb = load_tensors(run.path / "model.safetensors"), load_tensors(plain.path / "model.safetensors")
     assert not all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("backend", ["torch", "scratch"])
+def test_lstm_with_projections_trains_reloads_and_moves_between_backends(toy_csv, tmp_path, backend):
+    from rnnkit.model import SequenceClassifier
+
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", backend=backend, proj_size=4, epochs=3,
+                                   baseline=False), log=lambda m: None)
+    assert json.loads((run.path / "config.json").read_text())["proj_size"] == 4
+    loaded = rnnkit.load(run.path)
+    assert loaded.model.rnn.proj_size == 4 and loaded.model.rnn.weight_hr_l0.shape == (4, 16)
+    texts = ["abcabc", "hijhij", "opqopq"]
+    expected = loaded.predict_proba(texts)
+    torch.testing.assert_close(run.predict_proba(texts), expected)
+    # The saved weights load into the other backend's model and give the same probabilities.
+    other = "scratch" if backend == "torch" else "torch"
+    twin = SequenceClassifier.from_config(loaded.config.update({"backend": other}), len(loaded.vectorizer.vocab),
+                                          len(loaded.vectorizer.labels)).eval()
+    twin.load_state_dict(load_tensors(run.path / "model.safetensors"))
+    loaded.model = twin
+    torch.testing.assert_close(loaded.predict_proba(texts), expected, atol=1e-5, rtol=1e-5)
