@@ -112,7 +112,7 @@ def main() -> None:
     def ms(values):
         values = sorted(values)
         return {"mean": 1000 * statistics.fmean(values), "median": 1000 * values[len(values) // 2],
-                "p95": 1000 * values[int(0.95 * (len(values) - 1))]}
+                "p95": 1000 * values[int(0.95 * (len(values) - 1))], "max": 1000 * values[-1]}
 
     curves = {name: {str(k): statistics.fmean(v) for k, v in per_k.items()} for name, per_k in drops.items()}
     result = {

@@ -43,7 +43,8 @@ UNCERTAIN = "uncertain"
 
 
 def check_abstain(abstain_below: Optional[float]) -> None:
-    if abstain_below is not None and not (isinstance(abstain_below, (int, float)) and 0 < abstain_below <= 1):
+    if abstain_below is not None and not (isinstance(abstain_below, (int, float)) and not isinstance(abstain_below, bool)
+                                          and 0 < abstain_below <= 1):
         raise RnnkitError(f"abstain_below must be a probability in (0, 1], e.g. 0.8; got {abstain_below!r}")
 
 

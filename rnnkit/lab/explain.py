@@ -70,13 +70,13 @@ def train_pair(settings: dict, out: Path, seed: int, data_dir, log) -> dict:
     return runs
 
 
-def position_profile(run, texts, min_tokens: int) -> tuple[list[float], int]:
-    """Mean share of |IG| attribution in each fifth of the text, over texts of at least ``min_tokens``."""
+def position_profile(run, texts, min_tokens: int, method: str = "ig") -> tuple[list[float], int]:
+    """Mean share of |attribution| in each fifth of the text, over texts of at least ``min_tokens``."""
     totals, n = [0.0] * BINS, 0
     for text in texts:
         if len(run.vectorizer.tokenizer(text)) < min_tokens:
             continue
-        scores = [abs(s) for _, s in run.explain(text)[0].tokens]
+        scores = [abs(s) for _, s in run.explain(text, method=method)[0].tokens]
         mass = sum(scores)
         if len(scores) < min_tokens or mass == 0:
             continue
@@ -114,12 +114,15 @@ def _run(settings: dict, scratch: Path, seed: int, data_dir, log, out: Path) -> 
     else:
         texts = load_dataset(settings["dataset"], data_dir, seed=seed, progress=False)["test"].texts
     sample = random.Random(seed).sample(texts, min(len(texts), settings["sample"]))
-    examples, profiles, accuracy = [], {}, {}
+    examples, profiles, occluded, accuracy = [], {}, {}, {}
     for name, r in runs.items():
         accuracy[name] = round(r.metrics["test"]["accuracy"], 4)
         profiles[name], used = position_profile(r, sample, settings["min_tokens"])
+        # The same profile by occlusion: where the two methods agree, it is the model, not the method.
+        occluded[name], _ = position_profile(r, sample, settings["min_tokens"], "occlusion")
         log(f"explain: {name}: test accuracy {accuracy[name]:.4f}; attribution share by fifth of the text "
-            f"({used} texts): " + " ".join(f"{p:.2f}" for p in profiles[name]))
+            f"({used} texts), IG: " + " ".join(f"{p:.2f}" for p in profiles[name])
+            + "; occlusion: " + " ".join(f"{p:.2f}" for p in occluded[name]))
     for text in settings["examples"]:
         row = {"text": text}
         for name, r in runs.items():
@@ -127,14 +130,16 @@ def _run(settings: dict, scratch: Path, seed: int, data_dir, log, out: Path) -> 
             row[name] = {"label": e.label, "probability": round(e.probability, 4),
                          "tokens": [[t, round(s, 4)] for t, s in e.tokens]}
         examples.append(row)
-    figure = _plot(profiles, examples, out / "explain.png")
+    figure = _plot(profiles, occluded, examples, out / "explain.png")
     uni, bi = profiles["unidirectional"], profiles["bidirectional"]
     findings = [
         f"Test accuracy: unidirectional {accuracy['unidirectional']:.3f}, bidirectional "
         f"{accuracy['bidirectional']:.3f} (both LSTM {settings['hidden_size']}, last state, "
         f"{settings['epochs']} epochs on {settings['dataset']}).",
-        f"Share of attribution in the last fifth of a text: unidirectional {uni[-1]:.2f}, bidirectional "
-        f"{bi[-1]:.2f}; in the first fifth: {uni[0]:.2f} against {bi[0]:.2f}.",
+        f"Share of IG attribution in the first fifth of a text: unidirectional {uni[0]:.2f}, bidirectional "
+        f"{bi[0]:.2f}; in the last fifth: {uni[-1]:.2f} against {bi[-1]:.2f}. By occlusion, first fifth "
+        f"{occluded['unidirectional'][0]:.2f} against {occluded['bidirectional'][0]:.2f}, last fifth "
+        f"{occluded['unidirectional'][-1]:.2f} against {occluded['bidirectional'][-1]:.2f}.",
     ]
     for row in examples:
         u, b = row["unidirectional"], row["bidirectional"]
@@ -142,7 +147,7 @@ def _run(settings: dict, scratch: Path, seed: int, data_dir, log, out: Path) -> 
                         f"{_strongest(u['tokens'])}); bidirectional {b['label']} {b['probability']:.2f} "
                         f"(strongest: {_strongest(b['tokens'])}).")
     return {"settings": {k: v for k, v in settings.items() if k != "examples"}, "test_accuracy": accuracy,
-            "attribution_share_by_fifth": profiles, "examples": examples, "figures": [figure],
+            "attribution_share_by_fifth": profiles, "occlusion_share_by_fifth": occluded, "examples": examples, "figures": [figure],
             "findings": findings}
 
 
@@ -150,13 +155,15 @@ def _strongest(tokens, k: int = 3) -> str:
     return ", ".join(f"{t} {s:+.2f}" for t, s in sorted(tokens, key=lambda ts: -abs(ts[1]))[:k])
 
 
-def _plot(profiles: dict, examples: list, path: Path) -> str:
+def _plot(profiles: dict, occluded: dict, examples: list, path: Path) -> str:
     plt = pyplot()
     fig, axes = plt.subplots(1, 1 + len(examples), figsize=(4.2 * (1 + len(examples)), 3.8),
                              constrained_layout=True)
     width = 0.4
     for k, (name, shares) in enumerate(profiles.items()):
-        axes[0].bar([i + (k - 0.5) * width for i in range(BINS)], shares, width=width, label=name)
+        axes[0].bar([i + (k - 0.5) * width for i in range(BINS)], shares, width=width, label=f"{name} (IG)")
+        axes[0].plot([i + (k - 0.5) * width for i in range(BINS)], occluded[name], "k^" if k else "kv",
+                     label=f"{name} (occlusion)")
     axes[0].set_xticks(range(BINS), ["first", "2nd", "3rd", "4th", "last"])
     axes[0].set_xlabel("fifth of the text")
     axes[0].set_ylabel("mean share of |attribution|")
