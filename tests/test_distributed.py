@@ -77,7 +77,7 @@ def test_two_processes_learn_and_match_one_process_at_the_same_global_batch(ddp_
     assert sum(line.startswith("epoch   1 ") for line in log.splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["config.json", "vectorizer.json", "model.safetensors", "metrics.json", "history.jsonl", "run.json",
-         "confusion_matrix.png", "history.png"])
+         "confusion_matrix.png", "history.png", "reliability.png"])
     assert len((out / "history.jsonl").read_text().splitlines()) == 4
 
     single = rnnkit.train(rnnkit.Config(dataset=str(csv_path), out=str(tmp_path / "one"), epochs=4,
