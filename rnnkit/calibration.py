@@ -86,8 +86,12 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor, low: float = 0.05, hi
 
     The NLL is convex in ``1 / T``, so a golden-section search over ``1 / T`` finds the
     optimum to ~1e-6 without a learning rate, and gives the same ``T`` on every machine.
+
+    Returns 1 (no scaling) when no prediction in ``(logits, y)`` is wrong: the NLL then keeps
+    falling as ``T -> 0``, and the "optimum" would be the bound, a model made as sharp as
+    allowed on the strength of a validation split it happens to get all right.
     """
-    if len(y) == 0:
+    if len(y) == 0 or not bool(_errors(logits, y).any()):
         return 1.0
     a, b = 1.0 / high, 1.0 / low
     ratio = (math.sqrt(5) - 1) / 2
@@ -103,6 +107,12 @@ def fit_temperature(logits: torch.Tensor, y: torch.Tensor, low: float = 0.05, hi
             d = a + ratio * (b - a)
             fd = negative_log_likelihood(logits, y, 1 / d)
     return float(1.0 / ((a + b) / 2))
+
+
+def _errors(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if y.ndim == 2:  # multi-label: each label's decision at 0.5, i.e. logit 0
+        return (logits > 0) != (y > 0.5)
+    return logits.argmax(1) != y
 
 
 def calibration_report(logits: torch.Tensor, y: torch.Tensor, temperature: float) -> dict:

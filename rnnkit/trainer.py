@@ -689,7 +689,8 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
         if not vectorizer.multilabel:
             metrics[name]["risk_coverage"] = risk_coverage(probs[name], y)
     shown = "test" if "test" in logits else "val"
-    log(f"calibration: temperature {temperature:.3f} (fitted on val); {shown} ECE "
+    how = "fitted on val" if temperature != 1.0 else "1: val has no errors to fit it on, probabilities as trained"
+    log(f"calibration: temperature {temperature:.3f} ({how}); {shown} ECE "
         f"{metrics[shown]['calibration']['ece_before']:.4f} -> {metrics[shown]['calibration']['ece_after']:.4f}")
     baseline = loop.get("baseline")
     if baseline is not None:

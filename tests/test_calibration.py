@@ -26,6 +26,15 @@ def test_fit_temperature_recovers_the_temperature_the_labels_were_drawn_at():
         assert fit_temperature(logits, y) == pytest.approx(true_t, rel=0.05)
 
 
+def test_nothing_to_fit_when_val_has_no_errors():
+    logits = torch.tensor([[3.0, -1.0], [-2.0, 2.0], [0.5, 0.0]])
+    y = torch.tensor([0, 1, 0])
+    assert fit_temperature(logits, y) == 1.0  # else it would run to the lower bound, 0.05
+    assert fit_temperature(logits, torch.tensor([0, 1, 1])) != 1.0
+    multi = torch.tensor([[2.0, -2.0]])
+    assert fit_temperature(multi, torch.tensor([[1.0, 0.0]])) == 1.0
+
+
 def test_scaling_lowers_ece_and_keeps_every_argmax():
     logits, y = _sampled(temperature=2.0)
     t = fit_temperature(logits, y)
@@ -72,16 +81,34 @@ def test_run_is_calibrated_and_reports_it(toy_run):
         assert 0 <= cal["ece_before"] <= 1 and 0 <= cal["ece_after"] <= 1
         assert cal["temperature"] == pytest.approx(float(run.model.temperature), abs=1e-5)
         assert metrics[split]["risk_coverage"][0]["coverage"] == 1.0
-    # Fitted on val to minimise its NLL: scaling can only have helped there.
-    assert metrics["val"]["calibration"]["temperature"] != 1.0
     assert "reliability.png" in manifest["files"]
     assert (toy_run / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     # predict uses the calibrated probabilities: softmax(logits / T).
-    ids, lengths = run.vectorizer.encode_texts(["abcdefg"])
+    run.model.temperature.fill_(2.5)
+    ids, lengths = run.vectorizer.encode_texts(["vwxyz"])
     with torch.no_grad():
         logits = run.model(ids.long(), lengths)
-    expected = torch.softmax(logits / run.model.temperature, 1)[0, 0]
-    assert run.predict_proba(["abcdefg"])[0, 0] == pytest.approx(float(expected), abs=1e-6)
+    expected = torch.softmax(logits / 2.5, 1)[0]
+    torch.testing.assert_close(run.predict_proba(["vwxyz"])[0], expected, atol=1e-6, rtol=0)
+
+
+def test_temperature_is_fitted_on_val_errors(tmp_path):
+    # Labels with noise: val has errors, so a temperature is fitted and saved with the weights.
+    import random
+
+    from conftest import tiny_config, write_toy_csv
+
+    path = write_toy_csv(tmp_path / "noisy.csv", 60)
+    rows = path.read_text().splitlines()
+    rng = random.Random(1)
+    noisy = [rows[0]] + [r.rsplit(",", 1)[0] + "," + rng.choice(["alpha", "beta", "gamma"])
+                         if rng.random() < 0.3 else r for r in rows[1:]]
+    path.write_text("\n".join(noisy) + "\n")
+    run = rnnkit.train(tiny_config(path, tmp_path / "run", epochs=3, baseline=False), log=lambda m: None)
+    cal = run.metrics["val"]["calibration"]
+    assert run.metrics["val"]["accuracy"] < 1.0
+    assert cal["temperature"] != 1.0 and cal["temperature"] == pytest.approx(float(run.model.temperature), abs=1e-5)
+    assert cal["ece_after"] <= cal["ece_before"] + 0.02
 
 
 def test_runs_saved_before_calibration_load_uncalibrated(toy_run):
@@ -95,7 +122,7 @@ def test_abstain_below_labels_uncertain_but_keeps_probabilities(toy_run):
     run = rnnkit.load(toy_run)
     # Letters of no class's alphabet: the toy model is least sure of these.
     sure = run.predict(["vwxyz"], top_k=2)[0]
-    assert sure.probability < 0.999
+    assert sure.probability < 0.99
     unsure = run.predict(["vwxyz"], top_k=2, abstain_below=sure.probability + 1e-3)[0]
     assert unsure.label == "uncertain"
     assert unsure.probability == sure.probability and unsure.top == sure.top
@@ -106,12 +133,15 @@ def test_abstain_below_labels_uncertain_but_keeps_probabilities(toy_run):
 
 def test_cli_abstain_and_risk_coverage(toy_run):
     runner = CliRunner()
-    r = runner.invoke(app, ["predict", str(toy_run), "vwxyz", "abcdefg", "--abstain-below", "0.999", "--json"])
+    unsure, sure = (p.probability for p in rnnkit.load(toy_run).predict(["vwxyz", "abcdefg"]))
+    assert unsure < sure
+    cut = f"{(unsure + sure) / 2:.6f}"
+    r = runner.invoke(app, ["predict", str(toy_run), "vwxyz", "abcdefg", "--abstain-below", cut, "--json"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
-    assert rows[0]["label"] == "uncertain" and rows[0]["top"][0]["probability"] < 0.999
+    assert rows[0]["label"] == "uncertain" and rows[0]["top"][0]["probability"] == pytest.approx(unsure, abs=1e-6)
     assert rows[1]["label"] == "alpha"
-    r = runner.invoke(app, ["predict", str(toy_run), "vwxyz", "--abstain-below", "0.999"])
+    r = runner.invoke(app, ["predict", str(toy_run), "vwxyz", "--abstain-below", cut])
     assert r.output.startswith("vwxyz\tuncertain\t")
     r = runner.invoke(app, ["predict", str(toy_run), "abcdefg", "--abstain-below", "0"])
     assert r.exit_code == 2 and "abstain_below must be a probability" in r.output
