@@ -298,6 +298,7 @@ def predict(
         raise RnnkitError(f"--output must end in .jsonl, .json or .csv; got {output}")
     check_abstain(abstain_below)
     run = load(run_dir)
+    check_abstain(abstain_below, run.labels, run.multilabel)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column)
     preds = run.predict(texts, top_k=top_k, abstain_below=abstain_below)

@@ -9,11 +9,12 @@ sentencepiece pieces), so a score belongs to exactly what the network read. A po
 score pushed the probability of the explained class up, a negative one pulled it down.
 
 **Integrated Gradients** (Sundararajan et al., 2017), the default. The network reads
-embedding vectors ``x_t``. Walk from a baseline of all-zero vectors (what the padding
-embedding is: "no text") to the real ``x`` and integrate the gradient of the class
-probability along the way; token ``t`` gets ``sum_e x_te * mean_alpha dP/dx_te(alpha x)``.
-The scores add up to ``P(x) - P(baseline)`` (completeness), up to the error of the
-quadrature, :attr:`Explanation.delta`. The ``steps`` points of the path run as one batch,
+embedding vectors ``x_t``. Walk from a baseline where every token's vector is zero (what
+the padding embedding is: "no text"; the ``<bos>``/``<eos>`` markers keep theirs) to the real
+``x`` and integrate the gradient of the class probability along the way; token ``t`` gets
+``sum_e x_te * mean_alpha dP/dx_te(baseline + alpha (x - baseline))``. The scores add up to
+``P(x) - P(baseline)`` (completeness), up to the error of the quadrature,
+:attr:`Explanation.delta`. The ``steps`` points of the path run as one batch,
 Gauss-Legendre placed as Captum places them. A probability can jump within a short stretch
 of the path (a surname turns Irish between 25% and 30% of its embedding), and 32 points
 then miss the jump: so while ``|delta|`` exceeds ``tolerance`` the points are doubled, up
@@ -26,6 +27,7 @@ placeholder is invented) and score the token by how much the probability falls.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -36,6 +38,10 @@ from .errors import RnnkitError
 
 METHODS = ("ig", "occlusion")
 DEFAULT_STEPS = 32
+SCALE_FLOOR = 0.01
+"""Scores (in probability) below this are drawn faint however the text's other scores compare."""
+CHUNK = 64
+"""Rows per forward pass: bounds memory on long texts (occlusion has one row per token)."""
 MAX_STEPS = 512
 TOLERANCE = 0.02
 
@@ -83,31 +89,51 @@ def _target_probability(model, ids: torch.Tensor, lengths: torch.Tensor, embedde
     return model.probabilities(model(ids, lengths, embedded=embedded))[:, target]
 
 
-def integrated_gradients(model, ids: torch.Tensor, target: int, steps: int = DEFAULT_STEPS
-                         ) -> tuple[torch.Tensor, float]:
+def _no_cudnn(device: torch.device):
+    """cuDNN computes an RNN's backward in training mode only; IG needs it in eval mode."""
+    return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def integrated_gradients(model, ids: torch.Tensor, target: int, steps: int = DEFAULT_STEPS,
+                         positions: Optional[Sequence[int]] = None) -> tuple[torch.Tensor, float]:
     """IG scores ``(T,)`` for one sequence ``ids (1, T)`` and the completeness gap.
 
-    The ``steps`` interpolated inputs and the two ends of the path (the text, the baseline) go
-    through the network as one batch of ``steps + 2`` rows: on CPU a recurrent layer's cost is
-    mostly per time step, so the two extra rows are nearly free, a second call is not.
+    The baseline zeroes the embeddings at ``positions`` (default: all) and keeps the rest, so
+    ``<bos>``/``<eos>`` left out of ``positions`` score exactly 0 and the scores of ``positions``
+    add up to ``P(text) - P(baseline)`` up to the returned gap. The ``steps`` points of the path
+    and its two ends (the text, the baseline) run as batches of at most ``CHUNK`` rows: on CPU a
+    recurrent layer's cost is mostly per time step, so rows in a batch are nearly free, while
+    the chunks keep memory bounded for long texts.
     """
     with torch.no_grad():
         x = model.embed(ids)  # (1, T, E)
+    varied = torch.zeros(1, ids.shape[1], 1, device=x.device)
+    varied[:, list(range(ids.shape[1])) if positions is None else list(positions)] = 1.0
     alphas, weights = gauss_legendre(steps)
     alphas = torch.cat([alphas, torch.tensor([1.0, 0.0])]).to(x.device)
-    path = (alphas[:, None, None] * x).requires_grad_(True)  # (steps + 2, T, E)
-    n = len(alphas)
-    p = _target_probability(model, ids.expand(n, -1), torch.tensor([ids.shape[1]]).expand(n), path, target)
-    (grads,) = torch.autograd.grad(p[:steps].sum(), path)
-    mean_grad = (weights.to(x.device)[:, None, None] * grads[:steps]).sum(0)  # (T, E)
-    scores = (x[0] * mean_grad).sum(-1).detach()
+    weights = torch.cat([weights, torch.zeros(2)]).to(x.device)  # the ends only give P(text), P(baseline)
+    mean_grad = torch.zeros_like(x[0])
+    probs = []
+    with _no_cudnn(x.device):
+        for start in range(0, len(alphas), CHUNK):
+            a, w = alphas[start: start + CHUNK], weights[start: start + CHUNK]
+            # baseline + alpha * (x - baseline), the baseline being x with the varied positions zeroed
+            path = (x * (1 - varied) + a[:, None, None] * x * varied).requires_grad_(True)  # (rows, T, E)
+            n = len(a)
+            p = _target_probability(model, ids.expand(n, -1), torch.tensor([ids.shape[1]]).expand(n), path, target)
+            (grads,) = torch.autograd.grad((p * w).sum(), path)
+            mean_grad += grads.sum(0)
+            probs.append(p.detach())
+    p = torch.cat(probs)
+    scores = (x[0] * varied[0] * mean_grad).sum(-1)
     return scores, float(scores.sum() - (p[steps] - p[steps + 1]))
 
 
 @torch.no_grad()
 def occlusion(model, ids: torch.Tensor, positions: Sequence[int], target: int,
               filler: Optional[int] = None) -> torch.Tensor:
-    """For each position in ``positions``: ``P(ids) - P(ids without that token)``, one batch.
+    """For each position in ``positions``: ``P(ids) - P(ids without that token)``, in batches of
+    at most ``CHUNK`` rows.
 
     ``filler``: put this id in the token's place instead of deleting it (used only when deleting
     would leave nothing to read).
@@ -119,19 +145,22 @@ def occlusion(model, ids: torch.Tensor, positions: Sequence[int], target: int,
             variants.append(torch.cat([row[:t], row[t + 1:]]))
         else:
             variants.append(torch.cat([row[:t], row.new_tensor([filler]), row[t + 1:]]))
-    lengths = torch.tensor([len(v) for v in variants])
-    batch = torch.nn.utils.rnn.pad_sequence(variants, batch_first=True)
-    p = model.probabilities(model(batch, lengths))[:, target]
+    p = []
+    for start in range(0, len(variants), CHUNK):
+        part = variants[start: start + CHUNK]
+        batch = torch.nn.utils.rnn.pad_sequence(part, batch_first=True)
+        p.append(model.probabilities(model(batch, torch.tensor([len(v) for v in part])))[:, target])
+    p = torch.cat(p)
     return p[0] - p[1:]
 
 
 def adaptive_integrated_gradients(model, ids: torch.Tensor, target: int, steps: int = DEFAULT_STEPS,
-                                  tolerance: float = TOLERANCE, max_steps: int = MAX_STEPS
-                                  ) -> tuple[torch.Tensor, float, int]:
+                                  tolerance: float = TOLERANCE, max_steps: int = MAX_STEPS,
+                                  positions: Optional[Sequence[int]] = None) -> tuple[torch.Tensor, float, int]:
     """:func:`integrated_gradients` with the points doubled until ``|delta| <= tolerance`` (or
     ``max_steps``); returns ``(scores, delta, steps used)``."""
     while True:
-        scores, delta = integrated_gradients(model, ids, target, steps)
+        scores, delta = integrated_gradients(model, ids, target, steps, positions)
         if abs(delta) <= tolerance or steps * 2 > max_steps:
             return scores, delta, steps
         steps *= 2
@@ -146,7 +175,7 @@ def explain_texts(run, texts: Sequence[str] | str, method: str = "ig", target: O
         raise RnnkitError(f"steps must be an integer from 2 to {MAX_STEPS}; got {steps!r}")
     if not isinstance(tolerance, (int, float)) or not tolerance >= 0:
         raise RnnkitError(f"tolerance must be a probability gap >= 0, e.g. 0.02; got {tolerance!r}")
-    texts = run._check_texts(texts)
+    texts = run._check_texts(texts, "explain")
     labels = run.labels
     if target is not None and target not in labels:
         shown = ", ".join(labels[:20]) + (", ..." if len(labels) > 20 else "")
@@ -168,7 +197,7 @@ def explain_texts(run, texts: Sequence[str] | str, method: str = "ig", target: O
         t = labels.index(target) if target is not None else best
         delta = used = None
         if method == "ig":
-            scores, delta, used = adaptive_integrated_gradients(model, ids, t, steps, tolerance)
+            scores, delta, used = adaptive_integrated_gradients(model, ids, t, steps, tolerance, positions=positions)
             scores = scores[positions]
         else:
             # A lone token without begin/end markers cannot be deleted: stand <unk> in for it.
@@ -197,7 +226,9 @@ def render(explanation: Explanation, tokenizer_name: str = "whitespace"):
     stronger for larger scores, relative to the largest score of this text."""
     from rich.text import Text
 
-    scale = max((abs(s) for _, s in explanation.tokens), default=0.0) or 1.0
+    # Relative to this text's largest score, but never below SCALE_FLOOR: when every score is
+    # tiny (a prediction the baseline shares), the noise is not painted at full strength.
+    scale = max([abs(s) for _, s in explanation.tokens] + [SCALE_FLOOR])
     line = Text()
     for i, (token, score) in enumerate(explanation.tokens):
         if i:

@@ -42,10 +42,18 @@ UNCERTAIN = "uncertain"
 """The label given to a text whose top probability is below ``abstain_below``."""
 
 
-def check_abstain(abstain_below: Optional[float]) -> None:
-    if abstain_below is not None and not (isinstance(abstain_below, (int, float)) and not isinstance(abstain_below, bool)
-                                          and 0 < abstain_below <= 1):
+def check_abstain(abstain_below: Optional[float], labels: Sequence[str] = (), multilabel: bool = False) -> None:
+    """A one-line error unless ``abstain_below`` is None or a probability that makes sense for this run."""
+    if abstain_below is None:
+        return
+    if not (isinstance(abstain_below, (int, float)) and not isinstance(abstain_below, bool) and 0 < abstain_below <= 1):
         raise RnnkitError(f"abstain_below must be a probability in (0, 1], e.g. 0.8; got {abstain_below!r}")
+    if multilabel:
+        raise RnnkitError("abstain_below is for single-label runs: a multi-label run already answers only the labels "
+                          "that reach their own thresholds; leave it out")
+    if UNCERTAIN in labels:
+        raise RnnkitError(f"this run has a class named {UNCERTAIN!r}, so abstaining would be ambiguous; "
+                          "leave abstain_below out")
 
 
 @torch.no_grad()
@@ -113,12 +121,12 @@ class Run:
     def labels(self) -> list[str]:
         return self.vectorizer.class_names
 
-    def _check_texts(self, texts) -> list[str]:
+    def _check_texts(self, texts, verb: str = "predict") -> list[str]:
         if isinstance(texts, str):
             texts = [texts]
         texts = list(texts)
         if not texts:
-            raise RnnkitError("no texts given to predict")
+            raise RnnkitError(f"no texts given to {verb}")
         for i, t in enumerate(texts):
             if not isinstance(t, str) or not t.strip():
                 raise RnnkitError(f"text #{i + 1} is empty or not a string ({t!r}); give non-empty text")
@@ -145,7 +153,7 @@ class Run:
         """
         if not isinstance(top_k, int) or top_k < 1:
             raise RnnkitError(f"top_k must be a positive integer; got {top_k!r}")
-        check_abstain(abstain_below)
+        check_abstain(abstain_below, self.labels, self.multilabel)
         probs = self.predict_proba(texts, batch_size)
         return self.predictions(probs, top_k, abstain_below)
 

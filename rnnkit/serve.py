@@ -182,6 +182,7 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
     server_abstain = abstain_below  # PredictRequest's own field of that name hides it in the class body
     if not isinstance(run, Run):
         run = Run.load(run)
+    check_abstain(abstain_below, run.labels, run.multilabel)
     limits = limits or Limits()
     batcher = MicroBatcher(run, limits)
     started = time.time()
@@ -289,6 +290,8 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
         """Labels and probabilities for each text, best first."""
         check_texts(body.texts)
         try:
+            if body.abstain_below is not None:
+                check_abstain(body.abstain_below, run.labels, run.multilabel)
             predictions = await batcher.predict(body.texts, body.top_k,
                                                 body.abstain_below if body.abstain_below is not None else abstain_below)
         except RnnkitError as exc:

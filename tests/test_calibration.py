@@ -153,3 +153,16 @@ def test_cli_abstain_and_risk_coverage(toy_run):
     assert [row["threshold"] for row in report["risk_coverage"]][:2] == [0.0, 0.5]
     coverages = [row["coverage"] for row in report["risk_coverage"]]
     assert coverages == sorted(coverages, reverse=True)
+
+
+def test_abstain_refuses_what_it_cannot_mean():
+    from rnnkit.predict import check_abstain
+
+    check_abstain(0.8, ["pos", "neg"])
+    with pytest.raises(rnnkit.RnnkitError, match="single-label runs"):
+        check_abstain(0.8, ["a", "b"], multilabel=True)
+    with pytest.raises(rnnkit.RnnkitError, match="class named 'uncertain'"):
+        check_abstain(0.8, ["certain", "uncertain"])
+    for bad in (0, 1.5, True, float("nan"), "0.8"):
+        with pytest.raises(rnnkit.RnnkitError, match=r"probability in \(0, 1\]"):
+            check_abstain(bad)

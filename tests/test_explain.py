@@ -46,13 +46,32 @@ def test_ig_is_complete_and_refines_until_it_is(toy_run):
     e = run.explain("abqcdez", tolerance=1e-3)[0]
     with torch.no_grad():
         x = model.embed(ids)
-        full = model.probabilities(model(ids, torch.tensor([ids.shape[1]]), embedded=x))[0, 0]
-        empty = model.probabilities(model(ids, torch.tensor([ids.shape[1]]), embedded=torch.zeros_like(x)))[0, 0]
-    # bos/eos carry a share of P(x) - P(0) too; the shown tokens and the markers add up to it.
-    scores, delta = integrated_gradients(model, ids, 0, e.steps)
-    assert float(scores.sum()) == pytest.approx(float(full - empty) + delta, abs=1e-5)
+        baseline = x.clone()
+        baseline[:, 1:-1] = 0  # every token zeroed, <bos> and <eos> kept
+        lengths = torch.tensor([ids.shape[1]])
+        full = model.probabilities(model(ids, lengths, embedded=x))[0, 0]
+        empty = model.probabilities(model(ids, lengths, embedded=baseline))[0, 0]
+    # The shown tokens alone carry P(text) - P(baseline): the markers are not varied, so score 0.
+    assert sum(s for _, s in e.tokens) == pytest.approx(float(full - empty) + e.delta, abs=1e-5)
     assert abs(e.delta) <= 1e-3 or e.steps == 512
+    scores, _ = integrated_gradients(model, ids, 0, 32, positions=range(1, ids.shape[1] - 1))
+    assert scores[0] == 0 and scores[-1] == 0
 
+
+def test_long_texts_run_in_bounded_chunks(toy_run):
+    # More rows than one chunk holds, for both methods: the same scores as computed in one piece.
+    from rnnkit import explain as ex
+
+    run = rnnkit.load(toy_run)
+    text = "abcdefg" * 12
+    whole = {m: [s for _, s in run.explain(text, method=m, steps=64)[0].tokens] for m in ("ig", "occlusion")}
+    chunk, ex.CHUNK = ex.CHUNK, 16
+    try:
+        for method, expected in whole.items():
+            got = [s for _, s in run.explain(text, method=method, steps=64)[0].tokens]
+            assert got == pytest.approx(expected, abs=1e-5), method
+    finally:
+        ex.CHUNK = chunk
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +86,15 @@ def test_ig_equals_captums_integrated_gradients(toy_run, captum_attr):
     ids = ids.long()
     n = ids.shape[1]
     x = model.embed(ids).detach()
+    baseline = x.clone()
+    baseline[:, 1:-1] = 0
 
     def forward(e):
         return model.probabilities(model(ids.expand(len(e), -1), torch.full((len(e),), n), embedded=e))
 
     theirs, their_delta = captum_attr.IntegratedGradients(forward).attribute(
-        x, baselines=torch.zeros_like(x), target=1, n_steps=50, method="gausslegendre",
-        return_convergence_delta=True)
-    ours, our_delta = integrated_gradients(model, ids, 1, 50)
+        x, baselines=baseline, target=1, n_steps=50, method="gausslegendre", return_convergence_delta=True)
+    ours, our_delta = integrated_gradients(model, ids, 1, 50, positions=range(1, n - 1))
     torch.testing.assert_close(ours, theirs.sum(-1)[0], atol=1e-5, rtol=1e-4)
     assert our_delta == pytest.approx(float(their_delta), abs=1e-5)
 
@@ -99,6 +119,8 @@ def test_target_truncation_and_errors(toy_run, tmp_path):
         run.explain("abc", method="lime")
     with pytest.raises(rnnkit.RnnkitError, match="empty"):
         run.explain(["  "])
+    with pytest.raises(rnnkit.RnnkitError, match="no texts given to explain"):
+        run.explain([])
     run.vectorizer.max_len = 4
     e = run.explain("abcdefg")[0]
     assert [t for t, _ in e.tokens] == list("abcd") and e.truncated == 3
