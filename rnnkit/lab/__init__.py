@@ -89,6 +89,19 @@ def pyplot():
     return plt
 
 
+def finish_accuracy_axes(ax, ticks, chance: float, xlabel: str, title: str, base: float = 10) -> None:
+    """The lab's accuracy plots: a log x axis labelled at ``ticks``, a chance line, 0-1 accuracy."""
+    ax.axhline(chance, color="grey", linestyle="--", label="chance")
+    ax.set_xscale("log", base=base)
+    ax.set_xticks(ticks, [str(x) for x in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
 def save_figure(fig, path: Path) -> str:
     """Save ``fig`` atomically as PNG and close it; return the file name."""
     tmp = path.with_name(path.stem + ".tmp.png")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from . import pyplot, save_figure, seeded
+from . import finish_accuracy_axes, pyplot, save_figure, seeded
 
 ALPHABET = ["h", "e", "l", "o"]
 WORDS = ["hello", "eolll", "lleel"]
@@ -217,15 +217,8 @@ def _plot_hidden(study: dict, path: Path) -> str:
     direct = [r for r in study["rows"] if not r["head"]]
     ax.plot([r["hidden_size"] for r in direct], [r["test_accuracy"] for r in direct], "s", color="C3",
             markersize=9, label="hidden 3 read directly (note 001)")
-    ax.axhline(1 / len(CLASSES), color="grey", linestyle="--", label="chance")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks([r["hidden_size"] for r in heads], [str(r["hidden_size"]) for r in heads])
-    ax.minorticks_off()
-    ax.set_xlabel("hidden size (3 classes)")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("The hidden size need not equal the number of classes")
-    ax.legend(fontsize=8)
+    finish_accuracy_axes(ax, [r["hidden_size"] for r in heads], 1 / len(CLASSES), "hidden size (3 classes)",
+                         "The hidden size need not equal the number of classes", base=2)
     return save_figure(fig, path)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from . import pyplot, save_figure, seeded
+from . import finish_accuracy_axes, pyplot, save_figure, seeded
 
 VARIANTS = {
     "Elman RNN": dict(cell="rnn", bidirectional=False, pooling="last"),
@@ -169,13 +169,6 @@ def _plot(rows, lengths, path: Path) -> str:
     for name in VARIANTS:
         pts = [(r["length"], r["test_accuracy"]) for r in rows if r["variant"] == name]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=name)
-    ax.axhline(1 / NUM_CLASSES, color="grey", linestyle="--", label="chance")
-    ax.set_xscale("log")
-    ax.set_xticks(lengths, [str(x) for x in lengths])
-    ax.minorticks_off()
-    ax.set_xlabel("noise length L (key in the middle: L/2 steps from each end)")
-    ax.set_ylabel("test accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Remembering one token across L steps")
-    ax.legend(fontsize=8)
+    finish_accuracy_axes(ax, lengths, 1 / NUM_CLASSES, "noise length L (key in the middle: L/2 steps from each end)",
+                         "Remembering one token across L steps")
     return save_figure(fig, path)
