@@ -27,9 +27,11 @@ BINS = 15
 RISK_THRESHOLDS = (0.0, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
-def probabilities(logits: torch.Tensor, temperature: float = 1.0, multilabel: bool = False) -> torch.Tensor:
-    """Softmax (or per-label sigmoid) of ``logits / temperature``: ``(n, C)``."""
-    z = logits.float() / temperature
+def probabilities(logits: torch.Tensor, temperature: float | torch.Tensor = 1.0,
+                  multilabel: bool = False) -> torch.Tensor:
+    """Softmax (or per-label sigmoid) of ``logits / temperature``: ``(n, C)``; what
+    :meth:`rnnkit.model.SequenceClassifier.probabilities` returns with the model's fitted temperature."""
+    z = logits / temperature
     return torch.sigmoid(z) if multilabel else torch.softmax(z, dim=-1)
 
 

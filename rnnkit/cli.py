@@ -288,17 +288,12 @@ def predict(
         None, help="Label a text 'uncertain' when its top (calibrated) probability is below this, e.g. 0.8; "
                    "see the risk-coverage table of rnnkit evaluate."),
 ):
-    from .predict import check_abstain, load
+    from .predict import load
 
-    if input is None and not texts:
-        raise RnnkitError("give texts to classify or --input FILE; e.g. rnnkit predict RUN_DIR Nakamura")
-    if input is not None and texts:
-        raise RnnkitError("give either texts or --input FILE, not both")
+    _require_texts(texts, input, "predict", "classify")
     if output is not None and output.suffix.lower() not in (".jsonl", ".json", ".csv"):
         raise RnnkitError(f"--output must end in .jsonl, .json or .csv; got {output}")
-    check_abstain(abstain_below)
     run = load(run_dir)
-    check_abstain(abstain_below, run.labels, run.multilabel)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column)
     preds = run.predict(texts, top_k=top_k, abstain_below=abstain_below)
@@ -318,6 +313,14 @@ def predict(
             if row["label"] != row["top"][0]["label"]:  # abstained: below --abstain-below
                 alts = f"{row['label']}\t{alts}"
             typer.echo(f"{row['text']}\t{alts}")
+
+
+def _require_texts(texts: Optional[List[str]], input: Optional[Path], command: str, verb: str) -> None:
+    """Texts come either as arguments or from --input: exactly one of the two."""
+    if input is None and not texts:
+        raise RnnkitError(f"give texts to {verb} or --input FILE; e.g. rnnkit {command} RUN_DIR Nakamura")
+    if input is not None and texts:
+        raise RnnkitError("give either texts or --input FILE, not both")
 
 
 def _read_input_texts(path: Path, text_column: Optional[str]) -> list[str]:
@@ -384,10 +387,7 @@ def explain(
     from .explain import render
     from .predict import load
 
-    if input is None and not texts:
-        raise RnnkitError("give texts to explain or --input FILE; e.g. rnnkit explain RUN_DIR Nakamura")
-    if input is not None and texts:
-        raise RnnkitError("give either texts or --input FILE, not both")
+    _require_texts(texts, input, "explain", "explain")
     run = load(run_dir)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column)
@@ -466,10 +466,8 @@ def serve(
         None, help="Label a text 'uncertain' when its top (calibrated) probability is below this, e.g. 0.8 "
                    "(a request may set its own abstain_below)."),
 ):
-    from .predict import check_abstain
     from .serve import Limits, serve as run_server
 
-    check_abstain(abstain_below)
     if threads:
         import torch
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .calibration import probabilities
 from .config import KERNELS, POOLINGS
 from .errors import RnnkitError
 from .padded import column_gather, last_state, run_padded, valid_mask  # noqa: F401 (column_gather: public here)
@@ -250,8 +251,7 @@ class SequenceClassifier(nn.Module):
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities from :meth:`forward`'s logits, divided by the fitted :attr:`temperature`:
         a sigmoid per label for multi-label, else softmax."""
-        logits = logits / self.temperature
-        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=-1)
+        return probabilities(logits, self.temperature, self.multilabel)
 
     @classmethod
     def from_config(cls, cfg, vocab_size: int, num_classes: int, multilabel: bool = False) -> "SequenceClassifier":

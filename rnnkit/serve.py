@@ -178,7 +178,6 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
     except ImportError:
         raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
 
-    check_abstain(abstain_below)
     server_abstain = abstain_below  # PredictRequest's own field of that name hides it in the class body
     if not isinstance(run, Run):
         run = Run.load(run)
@@ -289,11 +288,10 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
     async def predict(body: PredictRequest):
         """Labels and probabilities for each text, best first."""
         check_texts(body.texts)
+        threshold = abstain_below if body.abstain_below is None else body.abstain_below
         try:
-            if body.abstain_below is not None:
-                check_abstain(body.abstain_below, run.labels, run.multilabel)
-            predictions = await batcher.predict(body.texts, body.top_k,
-                                                body.abstain_below if body.abstain_below is not None else abstain_below)
+            check_abstain(threshold, run.labels, run.multilabel)
+            predictions = await batcher.predict(body.texts, body.top_k, threshold)
         except RnnkitError as exc:
             raise HTTPException(422, str(exc)) from None
         return {"predictions": predictions}

@@ -699,10 +699,9 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     runio.atomic_write_json(run_dir / "metrics.json", metrics)
     files = ["config.json", "vectorizer.json", "model.safetensors", "metrics.json", "history.jsonl"]
     try:
-        final = metrics.get("test") or metrics["val"]
-        if "confusion_matrix" in final:  # multi-label runs have per-label scores instead
-            plot_confusion_matrix(final["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
-                                  title=f"{'test' if 'test' in metrics else 'val'} confusion matrix")
+        if "confusion_matrix" in metrics[shown]:  # multi-label runs have per-label scores instead
+            plot_confusion_matrix(metrics[shown]["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
+                                  title=f"{shown} confusion matrix")
             files.append("confusion_matrix.png")
         plot_history(loop["history"], run_dir / "history.png")
         files.append("history.png")
