@@ -53,7 +53,7 @@ def test_ig_is_complete_and_refines_until_it_is(toy_run):
         empty = model.probabilities(model(ids, lengths, embedded=baseline))[0, 0]
     # The shown tokens alone carry P(text) - P(baseline): the markers are not varied, so score 0.
     assert sum(s for _, s in e.tokens) == pytest.approx(float(full - empty) + e.delta, abs=1e-5)
-    assert abs(e.delta) <= 1e-3 or e.steps == 512
+    assert abs(e.delta) <= 1e-3, (e.delta, e.steps)
     scores, _ = integrated_gradients(model, ids, 0, 32, positions=range(1, ids.shape[1] - 1))
     assert scores[0] == 0 and scores[-1] == 0
 
@@ -167,3 +167,18 @@ def test_http_explain(toy_run):
         p = c.post("/predict", json={"texts": ["abcdefg"], "abstain_below": 0.2}).json()["predictions"][0]
         assert p["label"] == "alpha"
         assert c.get("/health").json()["abstain_below"] == 0.99
+
+
+def test_refinement_leaves_an_accurate_first_pass_alone_and_fixes_a_poor_one(toy_run):
+    from rnnkit.explain import adaptive_integrated_gradients
+
+    run = rnnkit.load(toy_run)
+    ids, _ = run.vectorizer.encode_texts(["abqcdez"])
+    ids, positions = ids.long(), range(1, ids.shape[1] - 1)
+    plain, gap = integrated_gradients(run.model, ids, 0, 4, positions=positions)
+    # Tolerance above the 4-point gap: nothing to refine, the plain rule's scores come back.
+    scores, delta, used = adaptive_integrated_gradients(run.model, ids, 0, 4, abs(gap) + 1e-6, positions=positions)
+    assert used == 4 and delta == pytest.approx(gap) and torch.allclose(scores, plain)
+    # A tight tolerance: the halved pieces bring the gap under it, with far fewer than 512 points.
+    scores, delta, used = adaptive_integrated_gradients(run.model, ids, 0, 4, 1e-4, positions=positions)
+    assert abs(delta) <= 1e-4 < abs(gap) and 4 < used < 512
