@@ -15,6 +15,8 @@ valid positions of each row.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -26,7 +28,7 @@ from .padded import column_gather, last_state, run_padded, valid_mask  # noqa: F
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
-    "rnn_dropout", "embedding_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
+    "rnn_dropout", "embedding_dropout", "token_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
     "head",
 )
 
@@ -78,22 +80,27 @@ class Dropout(nn.Module):
     seeded generator. On other devices it is ``F.dropout``.
     """
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5, whole_vectors: bool = False):
         super().__init__()
-        self.p = p
+        self.p, self.whole_vectors = p, whole_vectors
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
+        # whole_vectors: one decision per vector (the last dimension), e.g. per token of (B, T, E)
+        shape = (*x.shape[:-1], 1) if self.whole_vectors else x.shape
         if x.device.type != "cpu":
-            return nn.functional.dropout(x, self.p, True)
-        n = x.numel()
+            if not self.whole_vectors:
+                return nn.functional.dropout(x, self.p, True)
+            keep = torch.rand(shape, device=x.device) >= self.p
+            return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+        n = math.prod(shape)
         bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)
         keep = bits[:n] >= round(self.p * 65536) - 32768
-        return x * keep.view(x.shape).to(x.dtype).mul_(1 / (1 - self.p))
+        return x * keep.view(shape).to(x.dtype).mul_(1 / (1 - self.p))
 
     def extra_repr(self) -> str:
-        return f"p={self.p}"
+        return f"p={self.p}" + (", whole_vectors=True" if self.whole_vectors else "")
 
 
 class NgramEmbedding(nn.Module):
@@ -150,7 +157,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, cell: str = "lstm", backend: str = "torch",
                  nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128, proj_size: int = 0,
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
-                 embedding_dropout: float = 0.1, pooling: str = "max", head_hidden: int = 128,
+                 embedding_dropout: float = 0.1, token_dropout: float = 0.0, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
                  ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False):
         super().__init__()
@@ -167,6 +174,7 @@ class SequenceClassifier(nn.Module):
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.ngrams = NgramEmbedding(ngram_order, ngram_buckets, embedding_dim) if ngram_order > 1 else None
         self.embedding_dropout = Dropout(embedding_dropout)
+        self.token_dropout = Dropout(token_dropout, whole_vectors=True)
         self.rnn = make_rnn(cell, backend, embedding_dim, hidden_size, num_layers, bidirectional,
                             rnn_dropout, nonlinearity, proj_size)
         out_size = rnn_output_width(self.rnn) * (2 if bidirectional else 1)
@@ -203,7 +211,7 @@ class SequenceClassifier(nn.Module):
         return x
 
     def _outputs(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None):
-        x = self.embedding_dropout(self.embed(ids) if embedded is None else embedded)
+        x = self.embedding_dropout(self.token_dropout(self.embed(ids) if embedded is None else embedded))
         if self.kernel == "packed":
             return self._run_packed(x, lengths)
         return run_padded(self.rnn, x, lengths, self.kernel), None

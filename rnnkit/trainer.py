@@ -349,12 +349,23 @@ def count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
 
 
+def rdrop_loss(logits: torch.Tensor, again: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
+               weight: float) -> torch.Tensor:
+    """R-Drop: the mean loss of two dropout draws ``(B, C)`` of the same batch, plus ``weight`` times
+    the symmetric KL divergence between their class distributions."""
+    p, q = torch.log_softmax(logits, -1), torch.log_softmax(again, -1)
+    kl = nn.functional.kl_div(p, q, reduction="batchmean", log_target=True) + \
+        nn.functional.kl_div(q, p, reduction="batchmean", log_target=True)
+    return (loss_fn(logits, y) + loss_fn(again, y)) / 2 + weight * kl / 2
+
+
 def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch.optim.Optimizer,
                 loss_fn: nn.Module, clip_grad: Optional[float], device: torch.device,
                 world: World = World(), amp: Optional[torch.dtype] = None,
                 scaler: Optional["torch.amp.GradScaler"] = None,
                 average: Optional[WeightAverage] = None,
-                estimate: Optional[Callable[[int, float], None]] = None) -> tuple[float, int, int]:
+                estimate: Optional[Callable[[int, float], None]] = None,
+                rdrop: float = 0.0) -> tuple[float, int, int]:
     """One pass over ``batches`` (tensors of row indices); returns (summed loss, correct, seen) of this rank.
 
     ``batches`` may be a tqdm bar around the sampler: it gets the running loss and accuracy.
@@ -362,7 +373,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     (:func:`rnnkit.distributed.shard`). ``amp`` is the autocast dtype (:func:`autocast_dtype`;
     ``None`` for fp32; fp16 needs ``scaler``). ``average`` is updated after every step.
     ``estimate(batches, seconds)`` is called once, after the first steady batches (the first two,
-    which pay for kernel set-up, are not timed), to forecast the epoch.
+    which pay for kernel set-up, are not timed), to forecast the epoch. ``rdrop`` > 0: R-Drop
+    (:func:`rdrop_loss`).
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -379,8 +391,13 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             ids, y = ids.pin_memory(), y.pin_memory()
         ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast:
-            logits = model(ids, lengths)
-            loss = loss_fn(logits.float(), y)
+            if rdrop:
+                # both dropout draws in one pass over a doubled batch
+                logits, again = model(torch.cat([ids, ids]), torch.cat([lengths, lengths])).float().chunk(2)
+                loss = rdrop_loss(logits, again, y, loss_fn, rdrop)
+            else:
+                logits = model(ids, lengths)
+                loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss * weight).backward()
@@ -525,6 +542,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
         weight = (counts.sum() / (len(counts) * counts)).to(device)
     loss_fn = loss_function(cfg.head, vectorizer.multilabel, cfg.label_smoothing, weight)
+    if cfg.rdrop and vectorizer.multilabel:
+        raise RnnkitError("rdrop works with single-label data (it compares two class distributions); "
+                          "drop --set rdrop for this multi-label file")
     scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
     amp = autocast_dtype(cfg, device)
 
@@ -597,7 +617,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                    disable=None if cfg.progress and world.main else True, unit="batch", file=sys.stderr)
         total_loss, correct, seen = distributed.all_sum(
             list(train_epoch(ddp_model, train_data, bar, optimizer, loss_fn, cfg.clip_grad, device, world,
-                             amp, scaler, average, forecast if epoch == first_epoch and world.main else None)),
+                             amp, scaler, average, forecast if epoch == first_epoch and world.main else None,
+                             cfg.rdrop)),
             world, device)
         bar.close()
 

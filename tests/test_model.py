@@ -61,6 +61,23 @@ def test_dropout_only_in_training_mode():
     assert torch.equal(model(ids, lengths), model(ids, lengths))
 
 
+def test_token_dropout_drops_whole_token_vectors_at_its_rate():
+    from rnnkit.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.25, whole_vectors=True).train()
+    out = drop(torch.ones(64, 50, 16))
+    per_token = out.amax(-1)
+    # every token's vector is either gone entirely or kept entirely (scaled by 1 / (1 - p))
+    assert torch.equal(out, per_token[..., None].expand_as(out))
+    assert per_token.unique().tolist() == pytest.approx([0.0, 1 / 0.75])
+    assert abs(float((per_token == 0).float().mean()) - 0.25) < 0.02
+    assert torch.equal(drop.eval()(out), out)
+    model = build(token_dropout=0.5).train()
+    ids, lengths = batch()
+    assert not torch.equal(model(ids, lengths), model(ids, lengths))
+
+
 def test_inter_layer_dropout_is_not_passed_to_a_single_layer():
     rnn = make_rnn("lstm", "torch", 4, 4, num_layers=1, dropout=0.5)
     assert rnn.dropout == 0.0

@@ -287,3 +287,18 @@ def test_lstm_with_projections_trains_reloads_and_moves_between_backends(toy_csv
     twin.load_state_dict(load_tensors(run.path / "model.safetensors"))
     loaded.model = twin
     torch.testing.assert_close(loaded.predict_proba(texts), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_rdrop_adds_the_symmetric_kl_of_two_dropout_draws(toy_csv, tmp_path):
+    from rnnkit.trainer import rdrop_loss
+
+    ce = torch.nn.CrossEntropyLoss()
+    a, b, y = torch.randn(6, 3), torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert rdrop_loss(a, a, y, ce, 5.0) == pytest.approx(float(ce(a, y)))  # same draw: no KL
+    p, q = a.softmax(-1), b.softmax(-1)
+    kl = float(((p * (p / q).log()).sum(-1) + (q * (q / p).log()).sum(-1)).mean()) / 2
+    assert rdrop_loss(a, b, y, ce, 2.0) == pytest.approx(float(ce(a, y) + ce(b, y)) / 2 + 2.0 * kl, rel=1e-5)
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "run", epochs=3, rdrop=1.0, token_dropout=0.1))
+    assert run.metrics["test"]["accuracy"] > 0.8
+    with pytest.raises(RnnkitError, match="rdrop"):
+        rnnkit.Config(rdrop=-1).validate()
