@@ -297,7 +297,9 @@ _CHARACTER_NAMES = dict(tokenizer="char", ema=0.999, pretrain_epochs=5)
 
 DATASET_DEFAULTS: dict[str, dict] = {
     "words": dict(tokenizer="char"),
-    "surnames": _CHARACTER_NAMES,
+    # Dropping 5% of the characters whole: surnames mean val 0.8140 vs 0.8059 (seeds 0-2); 0.1 gave
+    # 0.8081, 0.2 gave 0.8006. On names it lowered validation (0.8380 vs 0.8396), so names goes without.
+    "surnames": dict(_CHARACTER_NAMES, token_dropout=0.05),
     "names": _CHARACTER_NAMES,
     "nsmc": dict(
         tokenizer="kiwi", pos_tags=True, squeeze_repeats=3, min_freq=2, max_len=100,
