@@ -31,6 +31,27 @@ def machine() -> dict:
     return info
 
 
+def gemm_peak(dtype, device, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n x n`` matrix product ``a @ b`` in ``dtype``, best of ``repeats``: how fast
+    this machine multiplies right now (a shared box drifts by 20% or more within an hour)."""
+    import torch
+
+    device = torch.device(device)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - started)
+    return 2 * n ** 3 / best / 1e9
+
+
 def save(name: str, result: dict, out_dir: str = "benchmarks/results") -> Path:
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ more than random. Deleting means the tokens are gone from the sequence, as occlu
 
 Speed: wall time of ``Run.explain`` per review, one review per call (what ``rnnkit explain``
 and ``/explain`` do), default IG settings, over the first ``--time-reviews`` reviews of the
-sample, in a pass of its own before the deletion runs.
+sample, in a pass of its own before the deletion runs. The fp32 GEMM speed measured just before
+and after that pass says how fast the (shared) machine ran meanwhile.
 """
 
 import argparse
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import save  # noqa: E402
+from common import gemm_peak, save  # noqa: E402
 
 KS = (1, 2, 3)
 
@@ -77,12 +78,15 @@ def main() -> None:
         return model.probabilities(model(ids.long(), lengths))[:, target]
 
     seconds = {"ig": [], "occlusion": []}
+    # How fast this shared box multiplies around the timing pass: it drifts 2x between hours.
+    gemm = [gemm_peak(torch.float32, "cpu")]
     run.explain(chosen[0][0])  # warm-up: first-call allocations and kernel choices
     for text, _ in chosen[: args.time_reviews]:
         for method in seconds:
             start = time.perf_counter()
             run.explain(text, method=method)
             seconds[method].append(time.perf_counter() - start)
+    gemm.append(gemm_peak(torch.float32, "cpu"))
 
     drops = {name: {k: [] for k in KS} for name in ("ig", "occlusion", "random")}
     steps_used = []
@@ -125,6 +129,7 @@ def main() -> None:
         "ig_wins_over_random": {str(k): sum(a > b for a, b in zip(drops["ig"][k], drops["random"][k])) / len(chosen)
                                 for k in KS},
         "seconds_per_review_ms": {m: ms(v) for m, v in seconds.items()}, "timed_reviews": len(seconds["ig"]),
+        "fp32_gemm_gflops_before_after_timing": [round(g, 1) for g in gemm],
         "ig_steps": {str(s): steps_used.count(s) for s in sorted(set(steps_used))},
         "torch_threads": torch.get_num_threads(),
     }

@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import save  # noqa: E402
+from common import gemm_peak, save  # noqa: E402
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -81,16 +81,6 @@ def timed(fn, device):
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - started, out
-
-
-def gemm_peak(dtype, device, n=2048, repeats=5):
-    """GFLOP/s of an ``n x n`` matrix product ``a @ b`` in ``dtype``, best of ``repeats``."""
-    import torch
-
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    a @ b  # warm-up
-    return 2 * n ** 3 / min(timed(lambda: a @ b, device)[0] for _ in range(repeats)) / 1e9
 
 
 def train_flops(cfg, num_classes, tokens, sequences):

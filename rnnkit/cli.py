@@ -14,6 +14,7 @@ from typing import List, Optional
 import typer
 
 from .errors import RnnkitError
+from .explain import DEFAULT_STEPS, MAX_STEPS
 
 app = typer.Typer(
     add_completion=False,
@@ -380,7 +381,7 @@ def explain(
     target: Optional[str] = typer.Option(None, help="Explain this label instead of the predicted one."),
     input: Optional[Path] = typer.Option(None, help="File of texts: .txt (one per line) or CSV/TSV/JSONL."),
     text_column: Optional[str] = typer.Option(None),
-    steps: int = typer.Option(32, min=2, max=512, help="IG: points on the path to start from; the path is "
+    steps: int = typer.Option(DEFAULT_STEPS, min=2, max=MAX_STEPS, help="IG: points on the path to start from; the path is "
                                                        "refined where the scores miss P(text) - P(baseline) by "
                                                        "over 0.02."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per text."),

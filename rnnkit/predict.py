@@ -176,13 +176,15 @@ class Run:
         return out
 
     def explain(self, texts: Sequence[str] | str, method: str = "ig", target: Optional[str] = None,
-                steps: int = 32, tolerance: float = 0.02) -> list:
+                steps: Optional[int] = None, tolerance: Optional[float] = None) -> list:
         """Per text, one attribution score per token for the predicted class (or ``target``):
-        Integrated Gradients (``method="ig"``, ``steps`` points on the path, doubled while the scores
-        miss completeness by more than ``tolerance``) or occlusion. See :mod:`rnnkit.explain`."""
-        from .explain import explain_texts
+        Integrated Gradients (``method="ig"``, ``steps`` points on the path to start from, default 16,
+        refined where the scores miss completeness by more than ``tolerance``, default 0.02) or
+        occlusion. See :mod:`rnnkit.explain`."""
+        from .explain import DEFAULT_STEPS, TOLERANCE, explain_texts
 
-        return explain_texts(self, texts, method, target, steps, tolerance)
+        return explain_texts(self, texts, method, target, DEFAULT_STEPS if steps is None else steps,
+                             TOLERANCE if tolerance is None else tolerance)
 
     def evaluate(self, texts: Sequence[str], labels: Sequence, source: str = "data") -> dict:
         """Accuracy, macro-F1, per-class scores and confusion matrix on labelled texts, with the
