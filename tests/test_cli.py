@@ -89,28 +89,38 @@ def one_line_error(res, *fragments):
 
 
 def test_errors_are_one_line_with_exit_2(cli_run, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
     tmp, out = cli_run
-    one_line_error(rnnkit("train", "--dataset", tmp_path / "nope.csv", "--out", tmp_path / "o"), "not found")
     bad = tmp_path / "bad.csv"
     bad.write_bytes("text,label\nB\xe9la,a\n".encode("latin-1"))
-    one_line_error(rnnkit("train", "--dataset", bad, "--out", tmp_path / "o"), "not valid UTF-8")
     empty = tmp_path / "empty.csv"
     empty.write_text("")
-    one_line_error(rnnkit("train", "--dataset", empty, "--out", tmp_path / "o"), "is empty")
-    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--text-column", "review", "--out", tmp_path / "o"),
-                   "no column 'review'")
-    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--lr", "-3", "--out", tmp_path / "o"), "lr must be")
-    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--set", "epoch=3"), "did you mean 'epochs'")
-    one_line_error(rnnkit("train", "--dataset", tmp / "toy.tsv", "--cell", "gru", "--proj-size", "4",
-                          "--out", tmp_path / "o"), "proj_size works with cell=lstm only")
-    assert not (tmp_path / "o").exists()
     labels = tmp_path / "labels.csv"
     labels.write_text("text,label\nabc,alpha\nxyz,zeta\n")
-    one_line_error(rnnkit("evaluate", out, "--input", labels), "label 'zeta'", "not seen in training")
-    one_line_error(rnnkit("predict", out, ""), "empty")
-    one_line_error(rnnkit("predict", tmp_path / "missing-run", "abc"), "run folder not found")
     dest = tmp_path / "x.jsonl"
-    one_line_error(rnnkit("predict", out, "--input", empty, "--output", dest), "is empty")
+    cases = [
+        (("train", "--dataset", tmp_path / "nope.csv", "--out", tmp_path / "o"), ("not found",)),
+        (("train", "--dataset", bad, "--out", tmp_path / "o"), ("not valid UTF-8",)),
+        (("train", "--dataset", empty, "--out", tmp_path / "o"), ("is empty",)),
+        (("train", "--dataset", tmp / "toy.tsv", "--text-column", "review", "--out", tmp_path / "o"),
+         ("no column 'review'",)),
+        (("train", "--dataset", tmp / "toy.tsv", "--lr", "-3", "--out", tmp_path / "o"), ("lr must be",)),
+        (("train", "--dataset", tmp / "toy.tsv", "--set", "epoch=3"), ("did you mean 'epochs'",)),
+        (("train", "--dataset", tmp / "toy.tsv", "--cell", "gru", "--proj-size", "4", "--out", tmp_path / "o"),
+         ("proj_size works with cell=lstm only",)),
+        (("evaluate", out, "--input", labels), ("label 'zeta'", "not seen in training")),
+        (("predict", out, ""), ("empty",)),
+        (("predict", tmp_path / "missing-run", "abc"), ("run folder not found",)),
+        (("predict", out, "--input", empty, "--output", dest), ("is empty",)),
+    ]
+    # Each case is a whole process (the exit code is part of the contract); they are independent,
+    # so they run side by side instead of paying ~2 s of start-up one after another.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda case: rnnkit(*case[0]), cases))
+    for (args, fragments), res in zip(cases, results):
+        one_line_error(res, *fragments)
+    assert not (tmp_path / "o").exists()
     assert not dest.exists()
 
 
