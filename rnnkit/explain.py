@@ -87,11 +87,6 @@ def gauss_legendre(steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor((nodes + 1) / 2, dtype=torch.float32), torch.tensor(weights / 2, dtype=torch.float32)
 
 
-def _target_probability(model, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor,
-                        target: int) -> torch.Tensor:
-    return model.probabilities(model(ids, lengths, embedded=embedded))[:, target]
-
-
 def _no_cudnn(device: torch.device):
     """cuDNN computes an RNN's backward in training mode only; IG needs it in eval mode."""
     return torch.backends.cudnn.flags(enabled=False) if device.type == "cuda" else contextlib.nullcontext()
@@ -106,27 +101,35 @@ def _prepare(model, ids: torch.Tensor, positions: Optional[Sequence[int]]) -> tu
     return x, varied
 
 
-def _walk(model, ids: torch.Tensor, x: torch.Tensor, varied: torch.Tensor, target: int,
-          alphas: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _walk(model, ids: torch.Tensor, x: torch.Tensor, varied: torch.Tensor, target: Optional[int],
+          alphas: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """For each point ``alpha`` of the path: ``weight * dP/dx . x`` per token ``(points, T)`` and
-    ``P`` itself ``(points,)``, in batches of at most ``CHUNK`` rows.
+    ``P`` itself ``(points,)``, in batches of at most ``CHUNK`` rows; also every class's probability
+    at the first point ``(C,)`` and the target.
 
-    The chunks keep memory bounded for long texts. The cost grows with points x tokens: on the
-    NSMC model about 30 microseconds per point and token on this project's 2-core CPU.
+    ``target`` None: the class the model predicts at the first point, which is then the text itself
+    (``alpha`` 1), so explaining the prediction needs no forward pass of its own. The chunks keep
+    memory bounded for long texts. The cost grows with points x tokens: on the NSMC model about 30
+    microseconds per point and token on this project's 2-core CPU, plus about 5 ms per chunk.
     """
     alphas, weights = alphas.to(x.device), weights.to(x.device)
-    terms, probs = [], []
+    terms, probs, first = [], [], None
     with _no_cudnn(x.device):
         for start in range(0, len(alphas), CHUNK):
             a, w = alphas[start: start + CHUNK], weights[start: start + CHUNK]
             # baseline + alpha * (x - baseline), the baseline being x with the varied positions zeroed
             path = (x * (1 - varied) + a[:, None, None] * x * varied).requires_grad_(True)  # (rows, T, E)
             n = len(a)
-            p = _target_probability(model, ids.expand(n, -1), torch.tensor([ids.shape[1]]).expand(n), path, target)
+            every = model.probabilities(model(ids.expand(n, -1), torch.tensor([ids.shape[1]]).expand(n),
+                                              embedded=path))
+            if first is None:
+                first = every[0].detach()
+                target = int(first.argmax()) if target is None else target
+            p = every[:, target]
             (grads,) = torch.autograd.grad((p * w).sum(), path)
             terms.append((grads * x * varied).sum(-1))
             probs.append(p.detach())
-    return torch.cat(terms), torch.cat(probs)
+    return torch.cat(terms), torch.cat(probs), first, target
 
 
 def integrated_gradients(model, ids: torch.Tensor, target: int, steps: int = DEFAULT_STEPS,
@@ -142,8 +145,8 @@ def integrated_gradients(model, ids: torch.Tensor, target: int, steps: int = DEF
     x, varied = _prepare(model, ids, positions)
     alphas, weights = gauss_legendre(steps)
     # the ends carry no weight: they only give P(text) and P(baseline)
-    terms, p = _walk(model, ids, x, varied, target, torch.cat([alphas, torch.tensor([1.0, 0.0])]),
-                     torch.cat([weights, torch.zeros(2)]))
+    terms, p, _, _ = _walk(model, ids, x, varied, target, torch.cat([alphas, torch.tensor([1.0, 0.0])]),
+                           torch.cat([weights, torch.zeros(2)]))
     scores = terms.sum(0)
     return scores, float(scores.sum() - (p[steps] - p[steps + 1]))
 
@@ -187,14 +190,22 @@ def adaptive_integrated_gradients(model, ids: torch.Tensor, target: int, steps: 
     batch, and rounds cost more than rows on short texts. Stops at ``max_points`` points in all,
     and ``delta`` then says how far off it is (BENCHMARKS.md, "Explanations").
     """
+    scores, delta, used, _, _ = _adaptive(model, ids, target, steps, tolerance, max_points, positions)
+    return scores, delta, used
+
+
+def _adaptive(model, ids: torch.Tensor, target: Optional[int], steps: int, tolerance: float, max_points: int,
+              positions: Optional[Sequence[int]]) -> tuple[torch.Tensor, float, int, torch.Tensor, int]:
+    """:func:`adaptive_integrated_gradients`, plus the text's class probabilities ``(C,)`` and the
+    target: ``target`` None explains the predicted class, read off the path's end at the text."""
     x, varied = _prepare(model, ids, positions)
     nodes, weights = gauss_legendre(steps)
-    terms, p = _walk(model, ids, x, varied, target, torch.cat([nodes, torch.tensor([0.0, 1.0])]),
-                     torch.cat([weights, torch.zeros(2)]))
+    # The text (alpha 1) comes first: with target None, its row decides the class explained.
+    terms, p, text_probs, target = _walk(model, ids, x, varied, target, torch.cat([torch.tensor([1.0, 0.0]), nodes]),
+                                         torch.cat([torch.zeros(2), weights]))
     # pieces of the path: (start, end, P(start), P(end), token scores from that piece,
     # [(alpha, P)] at the piece's own points)
-    pieces = [(0.0, 1.0, float(p[steps]), float(p[steps + 1]), terms[:steps].sum(0),
-               list(zip(nodes.tolist(), p[:steps].tolist())))]
+    pieces = [(0.0, 1.0, float(p[1]), float(p[0]), terms[2:].sum(0), list(zip(nodes.tolist(), p[2:].tolist())))]
     used, small = steps, max(steps // 4, 2)
     nodes, weights = gauss_legendre(small)
     while True:
@@ -211,7 +222,7 @@ def adaptive_integrated_gradients(model, ids: torch.Tensor, target: int, steps: 
         cuts = sorted({profile[0], profile[k], profile[k + 1], profile[-1]})
         spans = list(zip(cuts, cuts[1:]))  # 2 or 3 pieces, each with its own small rule
         alphas = torch.cat([u + (v - u) * nodes for (u, _), (v, _) in spans])
-        terms, p = _walk(model, ids, x, varied, target, alphas,
+        terms, p, _, _ = _walk(model, ids, x, varied, target, alphas,
                          torch.cat([(v - u) * weights for (u, _), (v, _) in spans]))
         pieces[i: i + 1] = [(u, v, pu, pv, terms[j * small: (j + 1) * small].sum(0),
                              list(zip(alphas[j * small: (j + 1) * small].tolist(),
@@ -219,7 +230,7 @@ def adaptive_integrated_gradients(model, ids: torch.Tensor, target: int, steps: 
                             for j, ((u, pu), (v, pv)) in enumerate(spans)]
         used += len(spans) * small
     scores = sum(piece[4] for piece in pieces)
-    return scores, sum(gaps), used
+    return scores, sum(gaps), used, text_probs, target
 
 
 def explain_texts(run, texts: Sequence[str] | str, method: str = "ig", target: Optional[str] = None,
@@ -247,15 +258,18 @@ def explain_texts(run, texts: Sequence[str] | str, method: str = "ig", target: O
         first = 1 if vec.add_bos_eos else 0
         kept = min(len(toks), ids.shape[1] - 2 * first)
         positions = list(range(first, first + kept))
-        with torch.no_grad():
-            probs = model.probabilities(model(ids, torch.tensor([ids.shape[1]])))[0].cpu()
-        best = int(probs.argmax())
-        t = labels.index(target) if target is not None else best
         delta = used = None
         if method == "ig":
-            scores, delta, used = adaptive_integrated_gradients(model, ids, t, steps, tolerance, positions=positions)
-            scores = scores[positions]
+            # The path's first point is the text: its forward pass gives the prediction as well.
+            scores, delta, used, probs, t = _adaptive(model, ids, None if target is None else labels.index(target),
+                                                      steps, tolerance, MAX_STEPS, positions)
+            scores, probs = scores[positions], probs.cpu()
+            best = int(probs.argmax())
         else:
+            with torch.no_grad():
+                probs = model.probabilities(model(ids, torch.tensor([ids.shape[1]])))[0].cpu()
+            best = int(probs.argmax())
+            t = labels.index(target) if target is not None else best
             # A lone token without begin/end markers cannot be deleted: stand <unk> in for it.
             filler = vec.vocab.unk_index if ids.shape[1] == 1 else None
             scores = occlusion(model, ids, positions, t, filler)
