@@ -9,6 +9,10 @@ Step 2: train each variant on that folder with the whitespace tokenizer, which g
 same tokens, so a variant costs training time only. The same rows and the same seeded validation
 split as `rnnkit train --dataset nsmc`. Results are appended to benchmarks/results/nsmc-tuning.json;
 test accuracy is reported, never used to choose.
+
+`--syllables` writes a second view of each review after its morphemes: a separator token, then the
+review's syllables (rnnkit's `syllable` tokenizer), so one sequence carries both (use a fresh --work
+folder and `--variants '{"max_len": 300}'`).
 """
 
 import argparse
@@ -26,7 +30,10 @@ from common import machine  # noqa: E402
 RESULTS = Path("benchmarks/results/nsmc-tuning.json")
 
 
-def pretokenize(src: Path, dst: Path) -> None:
+SEPARATOR = "§§"
+
+
+def pretokenize(src: Path, dst: Path, syllables: bool = False) -> None:
     from rnnkit.config import Config
     from rnnkit.tokencache import tokenize_corpus
     from rnnkit.tokenizers import build_tokenizer
@@ -34,6 +41,7 @@ def pretokenize(src: Path, dst: Path) -> None:
 
     dst.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(tokenizer_settings(Config.for_dataset("nsmc")))
+    syllable = build_tokenizer({"name": "syllable", "squeeze_repeats": 3})
     for name in ("ratings_train.txt", "ratings_test.txt"):
         with open(src / name, encoding="utf-8", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
@@ -42,6 +50,8 @@ def pretokenize(src: Path, dst: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("id\tdocument\tlabel\n")
             for row, toks in zip(rows, tokens):
+                if syllables:
+                    toks = [*toks, SEPARATOR, *syllable(row[1])]
                 f.write(f"{row[0]}\t{' '.join(toks)}\t{row[2]}\n")
         tmp.replace(dst / name)
 
@@ -75,10 +85,11 @@ def main() -> None:
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--work", required=True, help="folder for the pre-tokenized files (not in git)")
     parser.add_argument("--variants", nargs="+", required=True, help="JSON objects of config overrides")
+    parser.add_argument("--syllables", action="store_true", help="append each review's syllables after its morphemes")
     args = parser.parse_args()
     work = Path(args.work)
     if not (work / "ratings_test.txt").exists():
-        pretokenize(Path(args.data_dir) / "nsmc", work)
+        pretokenize(Path(args.data_dir) / "nsmc", work, args.syllables)
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"benchmark": "nsmc-tuning", "runs": []}
     for spec in args.variants:
         overrides = json.loads(spec)
