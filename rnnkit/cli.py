@@ -30,6 +30,15 @@ DATASET_HELP = "Named dataset (words, surnames, names, nsmc) or a file/folder."
 DATA_DIR_HELP = "Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."
 
 
+# How a file is read: shared by train and baseline, so both read a file the same way.
+LABEL_COLUMNS_OPTION = typer.Option(None, help="Multi-label: 0/1 columns that are labels, e.g. toxic,insult,threat.")
+LABEL_SEP_OPTION = typer.Option(None, help="Multi-label: split label cells at this, e.g. '|' "
+                                           "(detected when obvious; 'off' never splits).")
+HEADER_OPTION = typer.Option(None, "--header/--no-header", help="Whether the file's first row is a header "
+                                                                 "(sniffed when unset).")
+DELIMITER_OPTION = typer.Option(None, help="Column separator: ',', ';', '|' or '\\t' (sniffed when unset).")
+
+
 def _fail(exc: RnnkitError) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(exc.exit_code)
@@ -45,6 +54,12 @@ def _guard(fn):
             return fn(*args, **kwargs)
         except RnnkitError as exc:
             _fail(exc)
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            # A path the system refused (permissions, a file where a folder should be, a full disk):
+            # the user's to fix, so one line rather than a traceback.
+            _fail(RnnkitError(f"cannot use {exc.filename}: {exc.strerror}; check the path and its permissions"))
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130)
@@ -96,14 +111,10 @@ def train(
     max_len: Optional[int] = typer.Option(None, help="Cut documents to this many tokens."),
     text_column: Optional[str] = typer.Option(None, help="Column holding the text (guessed when unset)."),
     label_column: Optional[str] = typer.Option(None, help="Column holding the label (guessed when unset)."),
-    label_columns: Optional[str] = typer.Option(None, help="Multi-label: 0/1 columns that are labels, e.g. "
-                                                          "toxic,insult,threat."),
-    label_sep: Optional[str] = typer.Option(None, help="Multi-label: split label cells at this, e.g. '|' "
-                                                      "(detected when obvious; 'off' never splits)."),
-    header: Optional[bool] = typer.Option(None, "--header/--no-header", help="Whether the file's first row is a "
-                                                                               "header (sniffed when unset)."),
-    delimiter: Optional[str] = typer.Option(None, help="Column separator: ',', ';', '|' or '\\t' "
-                                                      "(sniffed when unset)."),
+    label_columns: Optional[str] = LABEL_COLUMNS_OPTION,
+    label_sep: Optional[str] = LABEL_SEP_OPTION,
+    header: Optional[bool] = HEADER_OPTION,
+    delimiter: Optional[str] = DELIMITER_OPTION,
     label_names: Optional[str] = typer.Option(None, help='JSON map of raw to shown labels, e.g. \'{"0":"neg","1":"pos"}\'.'),
     epochs: Optional[int] = typer.Option(None),
     batch_size: Optional[int] = typer.Option(None),
@@ -154,7 +165,11 @@ def train(
                               f"may change (got {', '.join(sorted(extra)) or '--config'})")
         run_training(resume=resume, **flags)
         return
-    run_training(resolve_config(config, flags))
+    cfg = resolve_config(config, flags)
+    if dataset is None and config is None:
+        typer.echo(f"data: no --dataset given: training on the built-in '{cfg.dataset}' dataset "
+                   "(rnnkit datasets lists the others; --dataset FILE trains on yours)", err=True)
+    run_training(cfg)
 
 
 @app.command(help="Score a run on a labelled split or file.\n\n"
@@ -236,6 +251,10 @@ def baseline(
                                                       "(seed, fractions, normalization) are used."),
     text_column: Optional[str] = typer.Option(None),
     label_column: Optional[str] = typer.Option(None),
+    label_columns: Optional[str] = LABEL_COLUMNS_OPTION,
+    label_sep: Optional[str] = LABEL_SEP_OPTION,
+    header: Optional[bool] = HEADER_OPTION,
+    delimiter: Optional[str] = DELIMITER_OPTION,
     seed: Optional[int] = typer.Option(None, help="Seed of the split, when the data has none (same as train's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result object as JSON."),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
@@ -247,6 +266,7 @@ def baseline(
     from .trainer import tokenizer_settings
 
     flags = {"dataset": dataset, "data_dir": data_dir, "text_column": text_column, "label_column": label_column,
+             "label_columns": label_columns, "label_sep": label_sep, "header": header, "delimiter": delimiter,
              "seed": seed}
     flags = {k: v for k, v in flags.items() if v is not None}
     flags.update(_parse_sets(set_))
@@ -281,7 +301,7 @@ def predict(
     run_dir: Path = typer.Argument(..., help="A finished run folder."),
     texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify."),
     top_k: int = typer.Option(1, "--top-k", "-k", help="How many labels to show per text."),
-    input: Optional[Path] = typer.Option(None, help="File of texts: .txt (one per line) or CSV/TSV/JSONL."),
+    input: Optional[Path] = typer.Option(None, help="File of texts: .txt (one per line), CSV/TSV/JSONL, or no extension (sniffed; the log says how it was read)."),
     output: Optional[Path] = typer.Option(None, help="Write predictions to .jsonl, .json or .csv (default: stdout)."),
     text_column: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines instead of a table."),
@@ -296,7 +316,7 @@ def predict(
         raise RnnkitError(f"--output must end in .jsonl, .json or .csv; got {output}")
     run = load(run_dir)
     if input is not None:
-        texts = _read_input_texts(input, text_column or run.config.text_column)
+        texts = _read_input_texts(input, text_column or run.config.text_column, text_column is not None)
     preds = run.predict(texts, top_k=top_k, abstain_below=abstain_below)
     rows = [{"text": t, **p.to_dict()} for t, p in zip(texts, preds)]
     if output is not None:
@@ -324,22 +344,33 @@ def _require_texts(texts: Optional[List[str]], input: Optional[Path], command: s
         raise RnnkitError("give either texts or --input FILE, not both")
 
 
-def _read_input_texts(path: Path, text_column: Optional[str]) -> list[str]:
+def _read_input_texts(path: Path, text_column: Optional[str], explicit_column: bool = False) -> list[str]:
+    """The texts of an --input file; what was decided about its format goes to stderr.
+
+    ``.txt`` is one text per line, as the help says, unless ``--text-column`` names a column. A
+    table extension (CSV, TSV, JSONL, Parquet) is read as a table. A name without either is sniffed:
+    JSON lines, or a delimiter that splits every line alike, make a table, and the log says so.
+    """
     from .data import read_table, read_text_file, sniff_delimiter
 
     known = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson", ".json", ".parquet", ".pq", ".gz")
-    if path.suffix.lower() not in known and text_column is None:
+    suffix = path.suffix.lower()
+    if suffix not in known and not explicit_column:
         content = read_text_file(path)
-        # One text per line, unless the lines are JSON objects or columns: a tab in a .txt file's first
-        # line (sentences have commas), a delimiter that splits every line alike in a file without extension.
-        if path.suffix.lower() == ".txt":
-            columns = "\t" in content.splitlines()[0]
-        else:
-            columns = sniff_delimiter(content) is not None
-        if not content.lstrip().startswith("{") and not columns:
+        table = suffix != ".txt" and (content.lstrip().startswith("{") or sniff_delimiter(content) is not None)
+        if not table:
             lines = [line.strip() for line in content.splitlines()]
-            return [line for line in lines if line]
-    return read_table(path, text_column, require_labels=False).texts
+            texts = [line for line in lines if line]
+            if len(texts) < len(lines):
+                typer.echo(f"input: {path.name}: one text per line; skipped {len(lines) - len(texts)} blank lines",
+                           err=True)
+            return texts
+    read = read_table(path, text_column, require_labels=False)
+    for note in read.notes:
+        typer.echo(f"input: {note}", err=True)
+    if suffix not in known:
+        typer.echo(f"input: read {path.name} as a table; name it .txt to read one text per line", err=True)
+    return read.texts
 
 
 def _write_predictions(path: Path, rows: list[dict]) -> None:
@@ -361,8 +392,11 @@ def _write_predictions(path: Path, rows: list[dict]) -> None:
             writer.writerow([r["text"], r["label"], f"{r['probability']:.6f}",
                              ";".join(f"{t['label']}:{t['probability']:.4f}" for t in r["top"])])
         data = buf.getvalue()
-    if not path.parent.exists():
-        raise RnnkitError(f"folder {path.parent} does not exist; create it or choose another --output")
+    if not path.parent.is_dir():
+        problem = "is a file" if path.parent.exists() else "does not exist"
+        raise RnnkitError(f"folder {path.parent} {problem}; create it or choose another --output")
+    if path.is_dir():
+        raise RnnkitError(f"--output {path} is a folder; give a file name ending in .jsonl, .json or .csv")
     atomic_write_bytes(path, data.encode("utf-8"))
 
 
@@ -379,7 +413,7 @@ def explain(
     method: str = typer.Option("ig", help="ig (Integrated Gradients on the embeddings) or occlusion "
                                           "(delete one token at a time)."),
     target: Optional[str] = typer.Option(None, help="Explain this label instead of the predicted one."),
-    input: Optional[Path] = typer.Option(None, help="File of texts: .txt (one per line) or CSV/TSV/JSONL."),
+    input: Optional[Path] = typer.Option(None, help="File of texts: .txt (one per line), CSV/TSV/JSONL, or no extension (sniffed; the log says how it was read)."),
     text_column: Optional[str] = typer.Option(None),
     steps: int = typer.Option(DEFAULT_STEPS, min=2, max=MAX_STEPS, help="IG: points on the path to start from; the path is "
                                                        "refined where the scores miss P(text) - P(baseline) by "
@@ -392,7 +426,7 @@ def explain(
     _require_texts(texts, input, "explain", "explain")
     run = load(run_dir)
     if input is not None:
-        texts = _read_input_texts(input, text_column or run.config.text_column)
+        texts = _read_input_texts(input, text_column or run.config.text_column, text_column is not None)
     explanations = run.explain(texts, method=method, target=target, steps=steps)
     if as_json:
         for e in explanations:
@@ -424,7 +458,7 @@ def datasets(data_dir: Optional[str] = typer.Option(None, help="Folder holding d
         typer.echo(f"{row['name']:<9} {size}  {row['found']}\n{'':<9} {row['description']}")
 
 
-@app.command(help="Train on the built-in 'words' dataset (offline, about 2 minutes) and show predictions.\n\n"
+@app.command(help="Train on the built-in 'words' dataset (offline, about 1 minute on 2 CPU cores) and show predictions.\n\n"
                   "Example: rnnkit demo --out runs/demo")
 @_guard
 def demo(

@@ -341,6 +341,8 @@ def choose_columns(columns: Sequence[str], rows: list[dict], text_column: Option
         raise RnnkitError(f"{path}: column {text!r} cannot be both the text and a label; pass --text-column")
     if guessed:
         notes.append(f"columns: {'; '.join(guessed)} (--text-column/--label-column to override)")
+    elif label is not None:
+        notes.append(f"columns: text = {text}, label = {label}")
     return text, label
 
 
@@ -454,6 +456,8 @@ def read_table(path, text_column: Optional[str] = None, label_column: Optional[s
         if fmt == "jsonl":
             rows = _read_jsonl(path, content)
             columns = list(dict.fromkeys(k for r in rows[:100] for k in r))
+            if not notes:
+                notes.append(f"{path.name}: JSON lines, keys {', '.join(columns[:10])}")
         else:
             columns, rows, first_line = _read_delimited(path, content, fmt, delimiter, header, notes)
     return table_from_rows(columns, rows, path, text_column, label_column, require_labels, label_sep,

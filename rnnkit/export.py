@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import RnnkitError
-from .run import atomic_write_json
+from .run import atomic_write_json, check_out_folder
 from .model import SequenceClassifier, make_rnn
 
 FORMATS = ("onnx", "torchscript")
@@ -149,10 +149,7 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
         raise RnnkitError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
     run = Run.load(run_dir)
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RnnkitError(f"--out {out} is a file; give a folder to create")
-    if out.exists() and any(out.iterdir()):
-        raise RnnkitError(f"output folder {out} is not empty; choose another --out")
+    check_out_folder(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     name = "model.onnx" if fmt == "onnx" else "model.torchscript.pt"

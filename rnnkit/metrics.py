@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -239,25 +238,16 @@ def _new_figure(figsize: tuple[float, float]):
 
 
 def _atomic_savefig(fig, path: str | os.PathLike, dpi: int = 120) -> str:
-    """Save ``fig`` as PNG to ``path`` via a temp file + ``os.replace``."""
+    """Save ``fig`` as PNG to ``path`` via a temp file + ``os.replace`` (:func:`rnnkit.run.atomic_write_bytes`)."""
+    import io
+
+    from .run import atomic_write_bytes
+
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -35,11 +35,46 @@ FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint"
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files readable by their owner only; a run folder should be as readable as any
+# other file this user writes (so a shared run can be served or loaded by others).
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def check_out_folder(out: Path, flag: str = "--out") -> None:
+    """Refuse an output folder that cannot be created, or exists and is not empty, before any work starts."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RnnkitError(f"{flag} {out} is a file; give a folder to create")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).exists() and not (out / CHECKPOINT).exists() and (out / "config.json").exists():
+            raise RnnkitError(f"output folder {out} holds a run stopped before its first epoch ended (nothing to "
+                              f"resume); delete it (rm -r {out}) or choose another {flag}")
+        raise RnnkitError(f"output folder {out} is not empty; choose another {flag}"
+                          + (f", or continue it with --resume {out}" if (out / CHECKPOINT).exists() else ""))
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RnnkitError(f"cannot create {flag} {out}: {parent} is a file; choose another {flag}")
+    try:  # a probe says more than permission bits (root in /proc, read-only mounts, full disks)
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".rnnkit-probe-"))
+    except OSError as exc:
+        raise RnnkitError(f"cannot create {flag} {out}: {exc.strerror.lower()} in {parent}; "
+                          f"choose another {flag}") from None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temp file in the same folder + rename, so readers never see half a file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -159,16 +194,22 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, best_state: dict, opt
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer, scheduler,
-                    averaged: Optional[torch.nn.Module] = None) -> tuple[dict, dict]:
-    """Restore what :func:`save_checkpoint` wrote; return ``(loop_state, best_state)``."""
+def checkpoint_folder(run_dir: Path) -> Path:
+    """The folder holding ``run_dir``'s last complete checkpoint; an error when there is none."""
     run_dir = Path(run_dir)
     folder = run_dir / CHECKPOINT
     if not (folder / "state.json").exists():
         folder = run_dir / (CHECKPOINT + ".old")  # killed between the two renames
     if not (folder / "state.json").exists():
-        raise RnnkitError(f"{run_dir} has no checkpoint to resume from (it was killed before the first "
-                          "epoch ended); start it again without --resume")
+        raise RnnkitError(f"{run_dir} has no checkpoint to resume from (it was stopped before the first "
+                          f"epoch ended); delete it (rm -r {run_dir}) and start again without --resume")
+    return folder
+
+
+def load_checkpoint(run_dir: Path, model: torch.nn.Module, optimizer, scheduler,
+                    averaged: Optional[torch.nn.Module] = None) -> tuple[dict, dict]:
+    """Restore what :func:`save_checkpoint` wrote; return ``(loop_state, best_state)``."""
+    folder = checkpoint_folder(run_dir)
     meta = read_json(folder / "state.json")
     tensors = load_tensors(folder / "state.safetensors")
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

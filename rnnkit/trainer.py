@@ -240,8 +240,7 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
     for note in splits.notes:
         log(f"data: {note}")
     if len(splits.val) == 0:
-        raise RnnkitError("no validation data: give a val split/file or set val_fraction above 0 "
-                          "(early stopping and checkpoint choice need it)")
+        raise RnnkitError(_no_val_message(cfg, splits))
     choices = {} if choices is None else choices
     if vectorizer is None and cfg.tokenizer == "auto":
         choices.update(_auto_tokenizer(cfg, splits.train.texts, log))
@@ -254,6 +253,13 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
         label_names = cfg.label_names
         if label_names is None and cfg.dataset in DATASETS:
             label_names = DATASETS[cfg.dataset].label_names
+        elif label_names:
+            seen = {l for y in splits.train.labels for l in (y if splits.multilabel else (y,))}
+            unknown = sorted(set(label_names) - seen)
+            if unknown:
+                known = ", ".join(map(repr, sorted(seen)[:20]))
+                raise RnnkitError(f"label_names names labels the training data does not have: "
+                                  f"{', '.join(map(repr, unknown))}; its labels are {known}")
         try:
             tokenizer = build_tokenizer(tokenizer_settings(cfg), splits.train.texts)
         except VocabularyTooLarge as exc:
@@ -284,11 +290,28 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
             log(f"data: {name}: {stats['truncated']:,} documents cut to max_len={cfg.max_len}, "
                 f"{stats['empty']:,} with no tokens")
     tr = encoded["train"]
+    unk = vectorizer.unk_rate(encoded["val"].ids, encoded["val"].lengths)
     log(f"data: {splits.name or cfg.dataset}: train {len(splits.train)}, val {len(splits.val)}, "
         f"test {len(splits.test)}; {len(vectorizer.labels)} classes; vocabulary {len(vectorizer.vocab)} "
-        f"({cfg.tokenizer}); <unk> in val {vectorizer.unk_rate(encoded['val'].ids, encoded['val'].lengths):.2%}; "
-        f"mean length {tr.lengths.float().mean():.1f}")
+        f"({cfg.tokenizer}); <unk> in val {unk:.2%}; mean length {tr.lengths.float().mean():.1f}")
+    if unk > 0.5 and (cfg.min_freq > 1 or cfg.max_vocab):
+        raise RnnkitError(f"{unk:.0%} of the validation tokens are <unk> with min_freq={cfg.min_freq}"
+                          f"{f', max_vocab={cfg.max_vocab}' if cfg.max_vocab else ''}: the vocabulary "
+                          f"({len(vectorizer.vocab)} entries) is too small to learn from; lower --min-freq or max_vocab")
     return splits, vectorizer, encoded
+
+
+def _no_val_message(cfg: Config, splits: Splits) -> str:
+    """Why there is no validation split, and what to do about it (early stopping and checkpoint choice need one)."""
+    n = len(splits.train)
+    distinct = len(set(splits.train.labels))
+    if cfg.val_fraction <= 0:
+        return "no validation data: give a val split/file or set val_fraction above 0 (early stopping needs it)"
+    message = f"no validation data from {n} example{'s' if n != 1 else ''}{' (repeats dropped)' if cfg.dedupe else ''}"
+    if n >= 10 and distinct > n / 2:
+        return (message + f" with {distinct} distinct labels: is the label column really the text? "
+                "name the columns with --text-column and --label-column")
+    return message + ": too few to hold out a validation split; give more data or a val split/file"
 
 
 def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
@@ -461,7 +484,8 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
             from .data import PYTHON_DATA, splits_from_table, table_from_data
 
             table = table_from_data(data, cfg.text_column, cfg.label_column, cfg.label_sep, cfg.label_columns)
-            splits = splits_from_table(table, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.dedupe, name="data")
+            splits = splits_from_table(table, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.dedupe,
+                                       name="in-memory")
             cfg = cfg.update({"dataset": PYTHON_DATA})
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -491,6 +515,11 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
 
     def setup() -> dict:
         """Rank 0: data, vectorizer and the run folder (everything that can fail on user input)."""
+        # Before minutes of tokenizing, not after.
+        if resume is not None:
+            runio.checkpoint_folder(Path(resume))
+        elif cfg.out:
+            runio.check_out_folder(Path(cfg.out))
         vectorizer = None
         if resume is not None:
             vectorizer = Vectorizer.from_dict(runio.read_json(Path(resume) / "vectorizer.json"))
@@ -498,9 +527,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         mine["splits"], mine["vectorizer"], mine["data"] = prepare(cfg, splits, vectorizer, log, choices)
         run_dir = Path(resume) if resume is not None else (
             Path(cfg.out) if cfg.out else _default_out(cfg, mine["splits"].name or cfg.dataset))
-        if resume is None and run_dir.exists() and any(run_dir.iterdir()):
-            raise RnnkitError(f"output folder {run_dir} is not empty; choose another --out, "
-                              f"or continue it with --resume {run_dir}")
+        if resume is None:
+            runio.check_out_folder(run_dir)
         if cfg.baseline and resume is None:  # a resumed run has it in its checkpoint
             from .baseline import fit_baseline
 

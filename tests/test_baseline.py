@@ -90,3 +90,16 @@ def test_cli_baseline_table_and_json(toy_csv):
     res = subprocess.run([sys.executable, "-m", "rnnkit", "baseline", "--dataset", str(toy_csv) + ".missing"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and res.stderr.startswith("error:")
+
+
+def test_cli_baseline_reads_files_as_train_does(tmp_path):
+    """The reading flags of `train` (--label-columns, --no-header, --delimiter) work for `baseline` too."""
+    rows = make_rows(40)
+    path = tmp_path / "multi.txt"  # no header, ';'-separated, labels as 0/1 columns named by position
+    path.write_text("".join(f"{t};{int(y == 'alpha')};{int(y == 'beta')}\n" for t, y in rows))
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "baseline", "--dataset", str(path), "--no-header",
+                          "--delimiter", ";", "--label-columns", "col2,col3", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    result = json.loads(res.stdout)
+    assert "micro_f1" in result["test"] and result["test"]["micro_f1"] > 0.7

@@ -99,6 +99,15 @@ def test_errors_are_one_line_with_exit_2(cli_run, tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("text,label\nabc,alpha\nxyz,zeta\n")
     dest = tmp_path / "x.jsonl"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    swapped = tmp_path / "reviews.csv"  # every 'label' distinct: the columns were named the wrong way round
+    swapped.write_text("review,sentiment\n" + "".join(f"pos,review number {i}\n" for i in range(40)))
+    stopped = tmp_path / "stopped"  # what a run interrupted before its first epoch leaves behind
+    stopped.mkdir()
+    for name in ("config.json", "vectorizer.json"):
+        (stopped / name).write_bytes((out / name).read_bytes())
+    (stopped / "history.jsonl").write_text("")
     cases = [
         (("train", "--dataset", tmp_path / "nope.csv", "--out", tmp_path / "o"), ("not found",)),
         (("train", "--dataset", bad, "--out", tmp_path / "o"), ("not valid UTF-8",)),
@@ -113,15 +122,54 @@ def test_errors_are_one_line_with_exit_2(cli_run, tmp_path):
         (("predict", out, ""), ("empty",)),
         (("predict", tmp_path / "missing-run", "abc"), ("run folder not found",)),
         (("predict", out, "--input", empty, "--output", dest), ("is empty",)),
+        (("train", "--dataset", tmp / "toy.tsv", "--out", a_file), ("--out", "is a file")),
+        (("train", "--dataset", tmp / "toy.tsv", "--out", a_file / "run"), ("cannot create --out", "is a file")),
+        (("train", "--dataset", tmp / "toy.tsv", "--out", stopped), ("before its first epoch", "rm -r")),
+        (("train", "--resume", stopped), ("no checkpoint", "rm -r")),
+        (("predict", out, "abc", "--output", a_file / "p.jsonl"), ("is a file",)),
     ]
     # Each case is a whole process (the exit code is part of the contract); they are independent,
     # so they run side by side instead of paying ~2 s of start-up one after another.
+    # After the data's own log lines (what was sniffed), the error names the likely cause.
+    logged = [(("train", "--dataset", swapped, "--out", tmp_path / "o"), ("40 distinct labels", "--text-column"))]
     with ThreadPoolExecutor(max_workers=4) as pool:
-        results = list(pool.map(lambda case: rnnkit(*case[0]), cases))
+        results = list(pool.map(lambda case: rnnkit(*case[0]), cases + logged))
     for (args, fragments), res in zip(cases, results):
         one_line_error(res, *fragments)
+    for (args, fragments), res in zip(logged, results[len(cases):]):
+        last = res.stderr.strip().splitlines()[-1]
+        assert res.returncode == 2 and last.startswith("error: ") and "Traceback" not in res.stderr, res.stderr
+        assert all(frag in last for frag in fragments), last
     assert not (tmp_path / "o").exists()
     assert not dest.exists()
+
+
+def test_predict_input_txt_is_one_text_per_line_and_sniffed_tables_are_announced(cli_run, tmp_path):
+    _, out = cli_run
+    txt = tmp_path / "texts.txt"  # a tab, a comma and a JSON-looking line: still one text per line
+    txt.write_text('abc\tdef\n{"a": 1} hijk\n\nopq, rst\n')
+    res = rnnkit("predict", out, "--input", txt, "--json")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(l)["text"] for l in res.stdout.splitlines()] == ["abc\tdef", '{"a": 1} hijk', "opq, rst"]
+    assert "skipped 1 blank lines" in res.stderr
+    table = tmp_path / "texts"  # no extension, comma-separated with a header: a table, and the log says so
+    table.write_text("name,group\nabcdefg,x\nhijklmn,y\n")
+    res = rnnkit("predict", out, "--input", table, "--json")
+    assert res.returncode == 0, res.stderr
+    assert [json.loads(l)["text"] for l in res.stdout.splitlines()] == ["abcdefg", "hijklmn"]
+    assert "read texts as a table" in res.stderr
+
+
+def test_run_files_are_readable_as_the_umask_allows(cli_run):
+    import os
+    import stat
+
+    _, out = cli_run
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in out.iterdir():
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask, path.name
 
 
 def test_datasets_lists_all(tmp_path):

@@ -84,7 +84,7 @@ def run(out: Path, quick: bool = False, seed: int = 0, log=print) -> dict:
             f"(memory task val accuracy {trained['val_accuracy']:.2f} after {trained['steps']} steps)")
     figure = _plot(results, out / "gradients.png")
     findings = [
-        f"{name}: the gradient falls by 1e6 within {_shown(_steps_to_fall(r['init']))} steps at "
+        f"{name}: the gradient falls by 1e6 {_shown(_steps_to_fall(r['init']))} at "
         f"initialization and {_shown(_steps_to_fall(r['trained']))} after training; at distance {length - 1} "
         f"it is {_ratio_text(r['init'])} and {_ratio_text(r['trained'])} of the gradient at the last step "
         f"(memory task accuracy after training {r['training']['val_accuracy']:.2f})"
@@ -108,7 +108,7 @@ def _steps_to_fall(norms: list[float], factor: float = 1e-6):
 
 
 def _shown(steps) -> str:
-    return f"{steps}" if steps is not None else "never (not within the sequence)"
+    return f"within {steps} steps" if steps is not None else "not at all within the sequence"
 
 
 def _ratio_text(norms: list[float]) -> str:
