@@ -293,7 +293,8 @@ def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[V
     unk = vectorizer.unk_rate(encoded["val"].ids, encoded["val"].lengths)
     log(f"data: {splits.name or cfg.dataset}: train {len(splits.train)}, val {len(splits.val)}, "
         f"test {len(splits.test)}; {len(vectorizer.labels)} classes; vocabulary {len(vectorizer.vocab)} "
-        f"({cfg.tokenizer}); <unk> in val {unk:.2%}; mean length {tr.lengths.float().mean():.1f}")
+        f"({cfg.tokenizer}); <unk> in val {unk:.2%}; mean length {tr.lengths.float().mean():.1f}"
+        f"{' (with <bos>/<eos>)' if vectorizer.add_bos_eos else ''}")
     if unk > 0.5 and (cfg.min_freq > 1 or cfg.max_vocab):
         raise RnnkitError(f"{unk:.0%} of the validation tokens are <unk> with min_freq={cfg.min_freq}"
                           f"{f', max_vocab={cfg.max_vocab}' if cfg.max_vocab else ''}: the vocabulary "
