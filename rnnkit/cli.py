@@ -26,6 +26,22 @@ app = typer.Typer(
 )
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"rnnkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True,
+                                 help="Print rnnkit's version and exit."),
+) -> None:
+    """Recurrent text classifiers: train, evaluate, predict."""
+
+
 DATASET_HELP = "Named dataset (words, surnames, names, nsmc) or a file/folder."
 DATA_DIR_HELP = "Folder holding named datasets (else $RNNKIT_DATA_DIR, cache)."
 

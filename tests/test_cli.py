@@ -35,6 +35,13 @@ def test_help_shows_examples():
         assert res.returncode == 0 and "Example" in res.stdout, cmd
 
 
+def test_version():
+    import rnnkit as package
+
+    res = rnnkit("--version")
+    assert res.returncode == 0 and res.stdout.strip() == f"rnnkit {package.__version__}"
+
+
 def test_config_file_and_flags_both_apply(cli_run):
     _, out = cli_run
     cfg = json.loads((out / "config.json").read_text())
