@@ -513,6 +513,7 @@ def serve(
     port: int = typer.Option(8000, min=1, max=65535),
     max_texts: int = typer.Option(256, min=1, help="Texts per request; more gets 413."),
     max_chars: int = typer.Option(2000, min=1, help="Characters per text; more gets 413."),
+    max_explain_tokens: int = typer.Option(1000, min=1, help="Tokens one /explain request may hold; more gets 413."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads for the model (default: torch's)."),
     abstain_below: Optional[float] = typer.Option(
         None, help="Label a text 'uncertain' when its top (calibrated) probability is below this, e.g. 0.8 "
@@ -524,7 +525,8 @@ def serve(
         import torch
 
         torch.set_num_threads(threads)
-    run_server(str(run_dir), host, port, Limits(max_texts=max_texts, max_chars=max_chars),
+    run_server(str(run_dir), host, port,
+               Limits(max_texts=max_texts, max_chars=max_chars, max_explain_tokens=max_explain_tokens),
                abstain_below=abstain_below)
 
 

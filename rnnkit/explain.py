@@ -245,6 +245,8 @@ def explain_texts(run, texts: Sequence[str] | str, method: str = "ig", target: O
     texts = run._check_texts(texts, "explain")
     labels = run.labels
     if target is not None and target not in labels:
+        target = run.vectorizer.label_names.get(target, target)  # a raw label ("0") for its shown name ("neg")
+    if target is not None and target not in labels:
         shown = ", ".join(labels[:20]) + (", ..." if len(labels) > 20 else "")
         raise RnnkitError(f"unknown target label {target!r}; this run's labels are: {shown}")
     vec, model = run.vectorizer, run.model

@@ -151,7 +151,7 @@ class Run:
         (its probabilities are still given). The probabilities are calibrated on val (temperature
         scaling), so 0.9 means right about 9 times in 10 on data like the validation split.
         """
-        if not isinstance(top_k, int) or top_k < 1:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise RnnkitError(f"top_k must be a positive integer; got {top_k!r}")
         check_abstain(abstain_below, self.labels, self.multilabel)
         probs = self.predict_proba(texts, batch_size)
@@ -197,6 +197,8 @@ class Run:
         from .calibration import expected_calibration_error, risk_coverage
         from .metrics import classification_report, multilabel_report
 
+        if len(texts) != len(labels):
+            raise RnnkitError(f"{len(texts)} texts but {len(labels)} labels; give one label per text")
         y = self.vectorizer.encode_labels(labels, source)
         probs = self.predict_proba(texts)
         if self.multilabel:

@@ -33,6 +33,8 @@ from .errors import RnnkitError
 MANIFEST = "run.json"
 FORMAT_VERSION = 1
 CHECKPOINT = "checkpoint"
+LOADED_FILES = ("config.json", "vectorizer.json", "model.safetensors")
+"""What loading a run reads: each must be listed, with its checksum, in the manifest."""
 
 
 def _umask() -> int:
@@ -140,7 +142,12 @@ def verify_run(run_dir: Path) -> dict:
     if manifest.get("format_version") != FORMAT_VERSION:
         raise RnnkitError(f"{run_dir} has run format {manifest.get('format_version')}, "
                           f"this rnnkit reads {FORMAT_VERSION}; re-train or use a matching rnnkit")
-    for name, entry in manifest.get("files", {}).items():
+    files = manifest.get("files", {})
+    unlisted = [name for name in LOADED_FILES if name not in files]
+    if unlisted:  # a file the manifest does not list would load unchecked
+        raise RnnkitError(f"{run_dir}: {MANIFEST} does not list {', '.join(unlisted)} (edited or damaged); "
+                          "restore it or re-train")
+    for name, entry in files.items():
         path = run_dir / name
         if not path.exists():
             raise RnnkitError(f"{run_dir}: {name} is missing; restore it or re-train")

@@ -35,11 +35,15 @@ class Limits:
     """Texts per model call when requests are batched together."""
     max_wait_ms: float = 2.0
     """How long the first request of a batch waits for company."""
+    max_explain_tokens: int = 1000
+    """Tokens (as the run's tokenizer splits the texts) one /explain request may ask about: an
+    explanation costs dozens of forward and backward passes per text, a prediction one."""
 
     @property
     def max_body_bytes(self) -> int:
-        # Room for max_texts texts of max_chars 4-byte characters, JSON-escaped, plus slack.
-        return self.max_texts * (self.max_chars * 6 + 16) + 65536
+        # Room for max_texts texts of max_chars characters, each JSON-escaped at its longest
+        # (an emoji as two \uXXXX escapes: 12 bytes), plus slack.
+        return self.max_texts * (self.max_chars * 12 + 16) + 65536
 
 
 @dataclass
@@ -64,6 +68,7 @@ class MicroBatcher:
         self.run, self.limits = run, limits
         self.queue: Optional[asyncio.Queue] = None
         self.executor: Optional[ThreadPoolExecutor] = None
+        self.aside: Optional[ThreadPoolExecutor] = None
         self._task: Optional[asyncio.Task] = None
         self.batches = 0
         self.texts = 0
@@ -74,6 +79,7 @@ class MicroBatcher:
             return
         self.queue = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnkit-model")
+        self.aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnkit-explain")
         self._task = asyncio.create_task(self._worker())
 
     async def stop(self) -> None:
@@ -90,6 +96,7 @@ class MicroBatcher:
             if not job.future.done():
                 job.future.set_exception(RnnkitError("the server is shutting down"))
         self.executor.shutdown(wait=False)
+        self.aside.shutdown(wait=False)
         self._task = None
 
     async def predict(self, texts: list, top_k: int, abstain_below: Optional[float] = None) -> list:
@@ -99,10 +106,16 @@ class MicroBatcher:
         return await job.future
 
     async def call(self, fn, *args):
-        """Run ``fn(*args)`` on the model's worker thread, between batches (the model is never used
-        by two threads at once)."""
+        """Run ``fn(*args)`` on the model's worker thread, between batches."""
         await self.start()
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def call_aside(self, fn, *args):
+        """Run ``fn(*args)`` on a second thread, one call at a time, so that a slow explanation does not
+        hold up the predictions queued behind it. Both threads only read the model (eval mode; grad
+        mode is per thread), which torch allows."""
+        await self.start()
+        return await asyncio.get_running_loop().run_in_executor(self.aside, fn, *args)
 
     async def _worker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -174,7 +187,7 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
         from fastapi import FastAPI, HTTPException, Request
         from fastapi.exceptions import RequestValidationError
         from fastapi.responses import HTMLResponse, JSONResponse
-        from pydantic import BaseModel, Field
+        from pydantic import BaseModel, ConfigDict, Field, StrictInt
     except ImportError:
         raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
 
@@ -187,16 +200,20 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
     started = time.time()
 
     class PredictRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")  # a misspelled option ("topk") is an error, not a default
+
         texts: list[str] = Field(..., description=f"1 to {limits.max_texts} texts, each at most "
                                                   f"{limits.max_chars} characters.",
                                  examples=[["Nakamura", "Schmidt"]])
-        top_k: int = Field(1, ge=1, le=1000, description="How many labels to return per text, best first.")
+        top_k: StrictInt = Field(1, ge=1, le=1000, description="How many labels to return per text, best first.")
         abstain_below: Optional[float] = Field(
             None, gt=0, le=1, description="Label a text 'uncertain' when its top probability is below this "
                                           f"(default: the server's, {server_abstain})."
         )
 
     class ExplainRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
         texts: list[str] = Field(..., description=f"1 to {limits.max_texts} texts, each at most "
                                                   f"{limits.max_chars} characters.", examples=[["Nakamura"]])
         method: str = Field("ig", description="ig (Integrated Gradients) or occlusion.",
@@ -257,6 +274,40 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
                           f"send at most {limits.max_texts} texts of at most {limits.max_chars} characters"})
         return await call_next(request)
 
+    class CountBody:
+        """Read a body that carries no Content-Length (a chunked upload) up to the limit, counting as it
+        arrives, then hand it on; past the limit answer 413 without reading further."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            headers = dict(scope.get("headers") or [])
+            if scope["type"] != "http" or b"content-length" in headers:
+                return await self.app(scope, receive, send)
+            chunks, received = [], 0
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                received += len(chunks[-1])
+                if received > limits.max_body_bytes:
+                    response = JSONResponse(status_code=413, content={
+                        "detail": f"request body is too large (limit {limits.max_body_bytes:,} bytes); send at most "
+                                  f"{limits.max_texts} texts of at most {limits.max_chars} characters"})
+                    return await response(scope, receive, send)
+                if not message.get("more_body"):
+                    break
+            body = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+            async def replay():
+                return body.pop() if body else await receive()
+
+            await self.app(scope, replay, send)
+
+    app.add_middleware(CountBody)
+
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
@@ -303,7 +354,12 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
         """A score per token of each text (Integrated Gradients or occlusion) for the predicted label."""
         check_texts(body.texts)
         try:
-            explanations = await batcher.call(run.explain, body.texts, body.method, body.target)
+            _, lengths = await batcher.call(run.vectorizer.encode_texts, body.texts)
+            tokens = int(lengths.sum())
+            if tokens > limits.max_explain_tokens:
+                raise HTTPException(413, f"the texts hold {tokens:,} tokens; /explain takes at most "
+                                         f"{limits.max_explain_tokens:,} per request: send fewer or shorter texts")
+            explanations = await batcher.call_aside(run.explain, body.texts, body.method, body.target)
         except RnnkitError as exc:
             raise HTTPException(422, str(exc)) from None
         return {"explanations": [e.to_dict() for e in explanations]}

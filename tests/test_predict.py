@@ -41,6 +41,10 @@ def test_bad_prediction_input(trained):
         run.predict([])
     with pytest.raises(RnnkitError, match="top_k"):
         run.predict(["abc"], top_k=0)
+    with pytest.raises(RnnkitError, match="top_k"):
+        run.predict(["abc"], top_k=True)
+    with pytest.raises(RnnkitError, match="2 texts but 1 labels"):
+        run.evaluate(["abc", "hij"], ["alpha"])
 
 
 def test_evaluate_and_unknown_label(trained):
@@ -67,6 +71,13 @@ def test_tampered_or_missing_files_are_refused(trained, tmp_path):
         rnnkit.load(copy)
     with pytest.raises(RnnkitError, match="run folder not found"):
         rnnkit.load(tmp_path / "nothing")
+    # Dropping a file from the manifest must not let an edited copy of it load unchecked.
+    shutil.copy(trained / "model.safetensors", copy / "model.safetensors")
+    manifest = json.loads((copy / "run.json").read_text())
+    del manifest["files"]["model.safetensors"]
+    (copy / "run.json").write_text(json.dumps(manifest))
+    with pytest.raises(RnnkitError, match="does not list model.safetensors"):
+        rnnkit.load(copy)
 
 
 def test_run_folder_holds_no_pickle(trained):

@@ -150,3 +150,28 @@ def test_app_survives_restart_and_runs_without_lifespan(toy_run):
             assert c.post("/predict", json={"texts": ["abc"]}).status_code == 200
     bare = TestClient(create_app(toy_run))  # no `with`: no lifespan events
     assert bare.post("/predict", json={"texts": ["hij"]}).json()["predictions"][0]["label"] == "beta"
+
+
+def test_unknown_fields_chunked_bodies_and_explain_token_limit(toy_run):
+    """A misspelled option is a 422, a chunked body past the limit a 413, and /explain has a token budget."""
+    from fastapi.testclient import TestClient
+
+    from rnnkit.serve import Limits, create_app
+
+    app = create_app(toy_run, Limits(max_texts=4, max_chars=40, max_explain_tokens=30))
+    with TestClient(app) as client:
+        res = client.post("/predict", json={"texts": ["abc"], "topk": 3})
+        assert res.status_code == 422 and "topk" in res.json()["detail"]
+        assert client.post("/predict", json={"texts": ["abc"], "top_k": "3"}).status_code == 422
+
+        def chunks():  # no Content-Length: the server has to count
+            yield b'{"texts": ["abc"], "pad": "'
+            for _ in range(40):
+                yield b"a" * 10_000
+            yield b'"}'
+
+        res = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert res.status_code == 413 and "too large" in res.json()["detail"]
+        res = client.post("/explain", json={"texts": ["abcdefghij" * 4] * 4})
+        assert res.status_code == 413 and "/explain takes at most 30" in res.json()["detail"]
+        assert client.post("/explain", json={"texts": ["abcdefg"]}).status_code == 200
