@@ -65,7 +65,8 @@ def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 
         title=EXPERIMENTS[name],
         mode="quick" if quick else "full",
         seed=seed,
-        command=f"rnnkit lab {name} --out {out}{' --quick' if quick else ''}" + (f" --seed {seed}" if seed else ""),
+        command=f"rnnkit lab {name} --out {out}{' --quick' if quick else ''}" + (f" --seed {seed}" if seed else "")
+        + (f" --data-dir {data_dir}" if extra.get("data_dir") else ""),
         seconds=round(time.perf_counter() - started, 1),
         machine={"python": platform.python_version(), "torch": torch.__version__, "threads": threads,
                  "processor": platform.processor() or platform.machine()},
