@@ -313,6 +313,11 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         example = '{"texts": ["..."], "method": "ig"}' if request.url.path == "/explain" \
             else '{"texts": ["..."], "top_k": 3}'
+        kind = request.headers.get("content-type") or "none"
+        if "json" not in kind:  # curl -d without -H sends a form, which reads as "not a valid dictionary"
+            return JSONResponse(status_code=422, content={
+                "detail": f"invalid request: the body must be JSON with the header 'content-type: application/json' "
+                          f"(got {kind!r}); e.g. curl -H 'content-type: application/json' -d '{example}'"})
         return JSONResponse(status_code=422, content={"detail": f"invalid request: {problems}. Send JSON like {example}"})
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

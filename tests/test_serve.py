@@ -163,6 +163,9 @@ def test_unknown_fields_chunked_bodies_and_explain_token_limit(toy_run):
         res = client.post("/predict", json={"texts": ["abc"], "topk": 3})
         assert res.status_code == 422 and "topk" in res.json()["detail"]
         assert client.post("/predict", json={"texts": ["abc"], "top_k": "3"}).status_code == 422
+        res = client.post("/predict", content=b'{"texts": ["abc"]}',  # curl -d without a content-type header
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+        assert res.status_code == 422 and "content-type: application/json" in res.json()["detail"]
 
         def chunks():  # no Content-Length: the server has to count
             yield b'{"texts": ["abc"], "pad": "'
