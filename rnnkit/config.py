@@ -335,7 +335,7 @@ NAMED_CONFIGS: dict[str, dict] = {
         backend="torch", bidirectional=False, num_layers=1, pooling="last", embedding_dropout=0.0, head_hidden=64,
         head_dropout=0.5, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=64, epochs=100, early_stopping=5,
         scheduler="plateau", lr_factor=0.5, lr_patience=1, label_smoothing=0.0, clip_grad=None,
-        ema=None, pretrain_epochs=0,  # not the surnames defaults: the book has neither
+        ema=None, pretrain_epochs=0, token_dropout=0.0,  # not the surnames defaults: the book has none of them
     ),
 }
 
@@ -408,6 +408,9 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
     """Turn strings from flags/files into the field's type, with a clear error."""
     hint = str(type_hint)
     if value is None or not isinstance(value, str):
+        if not _fits(value, hint):  # from a TOML/YAML/JSON file: already typed, but maybe wrongly
+            raise RnnkitError(f"{key} in {source} must be {_TYPE_WORDS[hint.replace('Optional[', '').rstrip(']')]}"
+                              f"{' or null' if 'Optional' in hint else ''}; got {value!r}")
         if "float" in hint and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         return value
@@ -416,6 +419,8 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
         return value  # a tab or space is a delimiter, not an empty value
     if "Optional" in hint and lowered in ("none", "null", ""):
         return None
+    if key == "normalize" and lowered in ("nfc", "nfkc", "nfd", "nfkd"):
+        return value.strip().upper()
     if key == "delimiter":  # typed on a command line: \t, tab
         return {"\\t": "\t", "tab": "\t", "comma": ",", "semicolon": ";", "pipe": "|"}.get(lowered, value)
     try:
@@ -430,12 +435,34 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
         if "float" in hint:
             return float(value)
         if "dict" in hint:
-            return json.loads(value)
+            parsed = json.loads(value)
+            if not isinstance(parsed, dict):
+                raise ValueError
+            return parsed
         if "list" in hint:
             return [part.strip() for part in value.split(",") if part.strip()]
     except ValueError:
-        raise RnnkitError(f"{key} in {source} must be of type {hint.replace('Optional', '')}; got {value!r}") from None
+        example = ' (JSON, e.g. {"0": "neg"})' if "dict" in hint else ""
+        raise RnnkitError(f"{key} in {source} must be {_TYPE_WORDS[hint.replace('Optional[', '').rstrip(']')]}"
+                          f"{example}; got {value!r}") from None
     return value
+
+
+_TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+               "list": "a list", "dict": "a mapping"}
+
+
+def _fits(value: Any, hint: str) -> bool:
+    """Whether an already-typed value (from a file or Python) suits a field typed ``hint``."""
+    if value is None:
+        return "Optional" in hint
+    base = hint.replace("Optional[", "").rstrip("]")
+    if base == "bool":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    kinds = {"int": int, "float": (int, float), "str": str, "list": (list, tuple), "dict": dict}
+    return isinstance(value, kinds.get(base, object))
 
 
 def _closest(key: str, known) -> Optional[str]:

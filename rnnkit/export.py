@@ -215,6 +215,7 @@ class OnnxClassifier:
         self.vectorizer = Vectorizer.from_dict(json.loads((folder / "vectorizer.json").read_text(encoding="utf-8")))
         self.session = onnx_session(folder / self.info["file"])
 
-    def predict_proba(self, texts: list[str]):
-        ids, lengths = self.vectorizer.encode_texts(texts)
+    def predict_proba(self, texts: list[str] | str):
+        """Probabilities ``(n, classes)``; a single string is one text, as for :meth:`rnnkit.Run.predict_proba`."""
+        ids, lengths = self.vectorizer.encode_texts([texts] if isinstance(texts, str) else texts)
         return self.session.run(None, {"ids": ids.long().numpy(), "lengths": lengths.numpy()})[0]

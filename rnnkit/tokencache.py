@@ -4,7 +4,8 @@ Morphological analysis of 200k Korean reviews takes minutes; the second run of
 the same data with the same tokenizer settings should not pay it again. The
 cache key is the sha256 of the tokenizer's fingerprint (its settings and
 library version) and of the texts themselves, so editing one review or one
-option gives a new entry. Entries live in ``<cache>/tokens/`` as gzipped JSON.
+option gives a new entry. Entries live in ``<cache>/tokens/`` as gzipped JSON after a line with its
+sha256: a truncated or altered entry is tokenized again, and a cache that cannot be written is skipped.
 """
 
 from __future__ import annotations
@@ -40,13 +41,11 @@ def tokenize_corpus(tokenizer, texts: Sequence[str], *, cache: bool = True, prog
     if cache:
         path = (cache_root or cache_dir()) / "tokens" / f"{cache_key(tokenizer, texts)}.json.gz"
         if path.exists():
-            try:
-                tokens = json.loads(gzip.decompress(path.read_bytes()))
-                if len(tokens) == len(texts):
-                    log(f"tokens: {desc}: {len(texts):,} documents from cache")
-                    return tokens
-            except (OSError, ValueError):
-                pass  # a damaged entry is rebuilt below
+            tokens = _read_entry(path)
+            if tokens is not None and len(tokens) == len(texts):
+                log(f"tokens: {desc}: {len(texts):,} documents from cache")
+                return tokens
+            log(f"tokens: {desc}: the cache entry {path.name} is damaged (or from an older rnnkit); tokenizing again")
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
@@ -62,6 +61,28 @@ def tokenize_corpus(tokenizer, texts: Sequence[str], *, cache: bool = True, prog
     log(f"tokens: {desc}: {len(texts):,} documents, {n_tokens:,} tokens in {seconds:.1f} s "
         f"({len(texts) / max(seconds, 1e-9):,.0f} docs/s)")
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, gzip.compress(json.dumps(tokens, ensure_ascii=False).encode("utf-8"), 3))
+        payload = json.dumps(tokens, ensure_ascii=False).encode("utf-8")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, gzip.compress(_HEADER + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+                                                   + payload, 3))
+        except OSError as exc:  # the cache only saves time: a read-only or full one must not stop a run
+            log(f"tokens: could not write the token cache in {path.parent} ({exc.strerror}); "
+                "going on without it (--set cache_tokens=false skips it)")
     return tokens
+
+
+_HEADER = b"rnnkit-tokens sha256="
+
+
+def _read_entry(path: Path) -> Optional[list]:
+    """The tokens of a cache entry, or None when it is unreadable, truncated or altered: the entry
+    carries the sha256 of its own JSON, so nothing but what was written comes back."""
+    try:
+        head, _, payload = gzip.decompress(path.read_bytes()).partition(b"\n")
+        if head != _HEADER + hashlib.sha256(payload).hexdigest().encode():
+            return None
+        tokens = json.loads(payload)
+    except Exception:  # gzip, zlib, EOF and JSON errors alike: rebuild the entry
+        return None
+    return tokens if isinstance(tokens, list) else None

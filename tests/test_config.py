@@ -105,3 +105,26 @@ def test_proj_size_only_for_lstm_below_hidden_size_and_not_fused():
         with pytest.raises(RnnkitError, match=match):
             Config(**bad).validate()
     assert Config().update({"proj_size": "8"}).proj_size == 8
+
+
+def test_wrongly_typed_file_values_are_one_line_errors(tmp_path):
+    from rnnkit.config import resolve_config
+
+    for line, expected in (("device = 5", "device in .* must be a string; got 5"),
+                           ("lowercase = 2", "lowercase in .* must be true or false; got 2"),
+                           ("label_columns = 5", "label_columns in .* must be a list or null"),
+                           ("epochs = 2.5", "epochs in .* must be an integer")):
+        path = tmp_path / "cfg.toml"
+        path.write_text(f'dataset = "surnames"\n{line}\n')
+        with pytest.raises(RnnkitError, match=expected):
+            resolve_config(str(path))
+    with pytest.raises(RnnkitError, match="label_names in command line must be a mapping"):
+        Config().update({"label_names": "[1]"}, "command line")
+    assert Config().update({"normalize": "nfkc"}, "command line").normalize == "NFKC"
+
+
+def test_book_config_is_the_books_model_not_the_surnames_defaults():
+    from rnnkit.config import resolve_config
+
+    cfg = resolve_config("book-surnames")
+    assert (cfg.cell, cfg.ema, cfg.pretrain_epochs, cfg.token_dropout) == ("rnn", None, 0, 0.0)

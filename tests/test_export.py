@@ -90,6 +90,7 @@ def test_export_run_folder_and_use_it_without_pytorch_model_code(toy_run, tmp_pa
     # The export carries the calibration: its probabilities are the calibrated ones predict gives.
     assert info["temperature"] == pytest.approx(float(run.model.temperature))
     np.testing.assert_allclose(clf.predict_proba(texts), expected, atol=1e-5)
+    assert clf.predict_proba("abcdefg").shape == (1, 3)  # one string is one text, not its characters
     with pytest.raises(RnnkitError, match="not empty"):
         export_run(toy_run, tmp_path / "onnx", "onnx")
 

@@ -31,3 +31,26 @@ def test_damaged_entry_is_rebuilt(tmp_path):
     entry = next((tmp_path / "tokens").iterdir())
     entry.write_bytes(b"garbage")
     assert tokenize_corpus(tok, ["ab"], cache_root=tmp_path, log=lambda m: None, progress=False) == [["a", "b"]]
+
+
+def test_truncated_or_altered_entries_are_rebuilt_and_an_unwritable_cache_is_skipped(tmp_path):
+    import gzip
+    import json
+
+    tok = make_tokenizer("char")
+    texts = ["ab", "cde"]
+    tokenize_corpus(tok, texts, cache_root=tmp_path, log=lambda m: None, progress=False)
+    entry = next((tmp_path / "tokens").iterdir())
+    good = entry.read_bytes()
+    altered = gzip.compress(json.dumps([["x"], ["y"]]).encode())  # right length, wrong tokens, no checksum
+    for damaged in (good[: len(good) // 2], good[:-4] + b"\0\0\0\0", gzip.compress(b"null"), altered):
+        entry.write_bytes(damaged)
+        logs = []
+        assert tokenize_corpus(tok, texts, cache_root=tmp_path, log=logs.append, progress=False) == [
+            ["a", "b"], ["c", "d", "e"]]
+        assert "damaged" in logs[0]
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache folder should be")
+    logs = []
+    assert tokenize_corpus(tok, ["fg"], cache_root=blocked, log=logs.append, progress=False) == [["f", "g"]]
+    assert "could not write the token cache" in logs[-1]
