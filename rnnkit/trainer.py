@@ -493,7 +493,16 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
     with distributed.context(cfg.device) as (world, device):
         if not world.main:
             log = _quiet
-        return _train(cfg, resume, splits, log, world, device)
+        where: dict = {}
+        try:
+            return _train(cfg, resume, splits, log, world, device, where)
+        except KeyboardInterrupt:
+            run_dir = where.get("run_dir")
+            if run_dir is not None and (run_dir / runio.CHECKPOINT).exists():
+                log(f"stopped: continue with rnnkit train --resume {run_dir}")
+            elif run_dir is not None and run_dir.exists():
+                log(f"stopped before the first epoch ended: nothing to resume; delete {run_dir} and start again")
+            raise
 
 
 def _quiet(msg: str) -> None:
@@ -501,7 +510,8 @@ def _quiet(msg: str) -> None:
 
 
 def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Callable[[str], None],
-           world: World, device: torch.device) -> Run:
+           world: World, device: torch.device, where: Optional[dict] = None) -> Run:
+    """The training run behind :func:`train`; ``where["run_dir"]`` is set as soon as the folder is known."""
     if cfg.amp != "off" and device.type != "cuda":
         raise RnnkitError(f"amp={cfg.amp} needs a CUDA device (this run uses {device}); "
                           "drop --set amp or train with --device cuda")
@@ -540,6 +550,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
 
     shared = distributed.on_main(setup, world, device)
     run_dir = Path(shared["run_dir"])
+    if where is not None:
+        where["run_dir"] = run_dir
     cfg = cfg.update(shared["choices"])  # what tokenizer=auto decided, saved with the run
     if world.main:
         vectorizer, data = mine["vectorizer"], mine["data"]
