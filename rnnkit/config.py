@@ -409,7 +409,7 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
     hint = str(type_hint)
     if value is None or not isinstance(value, str):
         if not _fits(value, hint):  # from a TOML/YAML/JSON file: already typed, but maybe wrongly
-            raise RnnkitError(f"{key} in {source} must be {_TYPE_WORDS[hint.replace('Optional[', '').rstrip(']')]}"
+            raise RnnkitError(f"{key} in {source} must be {_TYPE_WORDS[_base_type(hint)]}"
                               f"{' or null' if 'Optional' in hint else ''}; got {value!r}")
         if "float" in hint and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
@@ -443,8 +443,7 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
             return [part.strip() for part in value.split(",") if part.strip()]
     except ValueError:
         example = ' (JSON, e.g. {"0": "neg"})' if "dict" in hint else ""
-        raise RnnkitError(f"{key} in {source} must be {_TYPE_WORDS[hint.replace('Optional[', '').rstrip(']')]}"
-                          f"{example}; got {value!r}") from None
+        raise RnnkitError(f"{key} in {source} must be {_TYPE_WORDS[_base_type(hint)]}{example}; got {value!r}") from None
     return value
 
 
@@ -452,11 +451,16 @@ _TYPE_WORDS = {"bool": "true or false", "int": "an integer", "float": "a number"
                "list": "a list", "dict": "a mapping"}
 
 
+def _base_type(hint: str) -> str:
+    """``"Optional[int]"`` -> ``"int"``: the field types of :class:`Config` are plain names, maybe Optional."""
+    return hint.replace("Optional[", "").rstrip("]")
+
+
 def _fits(value: Any, hint: str) -> bool:
     """Whether an already-typed value (from a file or Python) suits a field typed ``hint``."""
     if value is None:
         return "Optional" in hint
-    base = hint.replace("Optional[", "").rstrip("]")
+    base = _base_type(hint)
     if base == "bool":
         return isinstance(value, bool)
     if isinstance(value, bool):

@@ -23,6 +23,7 @@ import copy
 import hashlib
 import json
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -90,8 +91,6 @@ def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Pa
         # The TorchScript-based exporter writes nn.LSTM/GRU/RNN as single ONNX ops with a free
         # sequence length; newer torch defaults to the dynamo exporter, so ask for it by name.
         extra = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
-        import warnings
-
         with warnings.catch_warnings():
             # torch warns that an RNN exported at batch size > 1 may fail at other batch sizes; the
             # states start at zero inside the graph, and max_difference() checks batch sizes 3 to 19.
@@ -102,8 +101,6 @@ def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Pa
                                             "probabilities": {0: "batch"}}, **extra)
         tmp.replace(path)
     elif fmt == "torchscript":
-        import warnings
-
         with warnings.catch_warnings():
             # trace warns about Python values it freezes; the graph has none that depend on shapes.
             warnings.simplefilter("ignore")

@@ -264,26 +264,27 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
                   description=f"Predictions from the rnnkit run `{run.path.name}` "
                               f"({run.config.cell}, {len(run.labels)} classes).")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse oversized bodies before reading them; the per-text checks below need the parsed JSON.
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            return JSONResponse(status_code=413, content={
-                "detail": f"request body of {int(size):,} bytes is too large (limit {limits.max_body_bytes:,}); "
-                          f"send at most {limits.max_texts} texts of at most {limits.max_chars} characters"})
-        return await call_next(request)
-
-    class CountBody:
-        """Read a body that carries no Content-Length (a chunked upload) up to the limit, counting as it
-        arrives, then hand it on; past the limit answer 413 without reading further."""
+    class LimitBody:
+        """Refuse a body past ``limits.max_body_bytes`` before the app parses it: by its Content-Length when
+        it has one, else (a chunked upload) by counting as it arrives, reading no further than the limit.
+        The per-text checks below need the parsed JSON."""
 
         def __init__(self, app):
             self.app = app
 
+        @staticmethod
+        async def refuse(scope, receive, send, size: str) -> None:
+            await JSONResponse(status_code=413, content={
+                "detail": f"request body{size} is too large (limit {limits.max_body_bytes:,} bytes); send at most "
+                          f"{limits.max_texts} texts of at most {limits.max_chars} characters"})(scope, receive, send)
+
         async def __call__(self, scope, receive, send):
-            headers = dict(scope.get("headers") or [])
-            if scope["type"] != "http" or b"content-length" in headers:
+            if scope["type"] != "http":
+                return await self.app(scope, receive, send)
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            if length is not None:
+                if length.isdigit() and int(length) > limits.max_body_bytes:
+                    return await self.refuse(scope, receive, send, f" of {int(length):,} bytes")
                 return await self.app(scope, receive, send)
             chunks, received = [], 0
             while True:
@@ -293,10 +294,7 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
                 chunks.append(message.get("body", b""))
                 received += len(chunks[-1])
                 if received > limits.max_body_bytes:
-                    response = JSONResponse(status_code=413, content={
-                        "detail": f"request body is too large (limit {limits.max_body_bytes:,} bytes); send at most "
-                                  f"{limits.max_texts} texts of at most {limits.max_chars} characters"})
-                    return await response(scope, receive, send)
+                    return await self.refuse(scope, receive, send, "")
                 if not message.get("more_body"):
                     break
             body = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
@@ -306,7 +304,7 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
 
             await self.app(scope, replay, send)
 
-    app.add_middleware(CountBody)
+    app.add_middleware(LimitBody)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
@@ -358,15 +356,20 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
     async def explain(body: ExplainRequest):
         """A score per token of each text (Integrated Gradients or occlusion) for the predicted label."""
         check_texts(body.texts)
-        try:
-            _, lengths = await batcher.call(run.vectorizer.encode_texts, body.texts)
-            tokens = int(lengths.sum())
+        def within_budget():
+            # Counted on the explanation thread, so tokenizing a large request never holds up predictions.
+            tokens = int(run.vectorizer.encode_texts(body.texts)[1].sum())
             if tokens > limits.max_explain_tokens:
-                raise HTTPException(413, f"the texts hold {tokens:,} tokens; /explain takes at most "
-                                         f"{limits.max_explain_tokens:,} per request: send fewer or shorter texts")
-            explanations = await batcher.call_aside(run.explain, body.texts, body.method, body.target)
+                return tokens, None
+            return tokens, run.explain(body.texts, body.method, body.target)
+
+        try:
+            tokens, explanations = await batcher.call_aside(within_budget)
         except RnnkitError as exc:
             raise HTTPException(422, str(exc)) from None
+        if explanations is None:
+            raise HTTPException(413, f"the texts hold {tokens:,} tokens; /explain takes at most "
+                                     f"{limits.max_explain_tokens:,} per request: send fewer or shorter texts")
         return {"explanations": [e.to_dict() for e in explanations]}
 
     def check_texts(texts: list) -> None:

@@ -45,7 +45,8 @@ def tokenize_corpus(tokenizer, texts: Sequence[str], *, cache: bool = True, prog
             if tokens is not None and len(tokens) == len(texts):
                 log(f"tokens: {desc}: {len(texts):,} documents from cache")
                 return tokens
-            log(f"tokens: {desc}: the cache entry {path.name} is damaged (or from an older rnnkit); tokenizing again")
+            log(f"tokens: {desc}: the cache entry {path.name} is damaged (or from an older rnnkit); "
+                "tokenizing again")
     from tqdm.auto import tqdm
 
     started = time.perf_counter()

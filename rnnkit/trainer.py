@@ -538,7 +538,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         mine["splits"], mine["vectorizer"], mine["data"] = prepare(cfg, splits, vectorizer, log, choices)
         run_dir = Path(resume) if resume is not None else (
             Path(cfg.out) if cfg.out else _default_out(cfg, mine["splits"].name or cfg.dataset))
-        if resume is None:
+        if resume is None and not cfg.out:  # a given --out was checked above
             runio.check_out_folder(run_dir)
         if cfg.baseline and resume is None:  # a resumed run has it in its checkpoint
             from .baseline import fit_baseline
