@@ -373,6 +373,22 @@ def count_correct(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int((logits.argmax(1) == y).sum())
 
 
+class SlantedTriangular:
+    """ULMFiT's slanted triangular learning rate, as a factor of the peak for ``LambdaLR``.
+
+    Rises linearly from 1/``ratio`` over the first ``warmup`` of ``total`` steps, then falls linearly
+    back to 1/``ratio`` at the last step. Its state is three numbers, so a checkpoint stores it as JSON.
+    """
+
+    def __init__(self, total: int, warmup: float = 0.1, ratio: float = 32.0):
+        self.total, self.warmup, self.ratio = max(total, 1), warmup, ratio
+
+    def __call__(self, step: int) -> float:
+        cut = max(1, int(self.total * self.warmup))
+        p = step / cut if step < cut else 1 - (step - cut) / max(1, self.total - cut)
+        return (1 + max(p, 0.0) * (self.ratio - 1)) / self.ratio
+
+
 def rdrop_loss(logits: torch.Tensor, again: torch.Tensor, y: torch.Tensor, loss_fn: nn.Module,
                weight: float) -> torch.Tensor:
     """R-Drop: the mean loss of two dropout draws ``(B, C)`` of the same batch, plus ``weight`` times
@@ -389,7 +405,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
                 scaler: Optional["torch.amp.GradScaler"] = None,
                 average: Optional[WeightAverage] = None,
                 estimate: Optional[Callable[[int, float], None]] = None,
-                rdrop: float = 0.0) -> tuple[float, int, int]:
+                rdrop: float = 0.0, schedule=None) -> tuple[float, int, int]:
     """One pass over ``batches`` (tensors of row indices); returns (summed loss, correct, seen) of this rank.
 
     ``batches`` may be a tqdm bar around the sampler: it gets the running loss and accuracy.
@@ -398,7 +414,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     ``None`` for fp32; fp16 needs ``scaler``). ``average`` is updated after every step.
     ``estimate(batches, seconds)`` is called once, after the first steady batches (the first two,
     which pay for kernel set-up, are not timed), to forecast the epoch. ``rdrop`` > 0: R-Drop
-    (:func:`rdrop_loss`).
+    (:func:`rdrop_loss`). ``schedule``: a learning-rate scheduler stepped after every batch.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -435,6 +451,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             scaler.update()
         else:
             optimizer.step()
+        if schedule is not None:
+            schedule.step()
         if average is not None:
             average.update()
         total_loss += loss.item() * len(y)
@@ -576,6 +594,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                                                                patience=cfg.lr_patience)
     elif cfg.scheduler == "epoch":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.lr_factor)
+    elif cfg.scheduler == "linear":
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, SlantedTriangular(cfg.epochs * math.ceil(len(data["train"].lengths) / cfg.batch_size)))
     weight = None
     if cfg.class_weights:
         if vectorizer.multilabel or cfg.head == "binary":
@@ -659,7 +680,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         total_loss, correct, seen = distributed.all_sum(
             list(train_epoch(ddp_model, train_data, bar, optimizer, loss_fn, cfg.clip_grad, device, world,
                              amp, scaler, average, forecast if epoch == first_epoch and world.main else None,
-                             cfg.rdrop)),
+                             cfg.rdrop, scheduler if cfg.scheduler == "linear" else None)),
             world, device)
         bar.close()
 
@@ -690,7 +711,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
             loop["bad_epochs"] += 1
         if cfg.scheduler == "plateau":
             scheduler.step(metric)
-        elif scheduler is not None:
+        elif cfg.scheduler == "epoch":
             scheduler.step()
         loop["history"].append(row)
         loop["epoch"] = epoch

@@ -202,6 +202,9 @@ def test_demo_runs_offline(tmp_path, monkeypatch):
     assert res.returncode == 0, res.stderr
     assert "test accuracy" in res.stdout and "Predictions" in res.stdout
     assert (tmp_path / "demo" / "run.json").exists()
+    # the demo trains with the words dataset's own defaults (the slanted triangular schedule)
+    saved = json.loads((tmp_path / "demo" / "config.json").read_text())
+    assert saved["scheduler"] == "linear" and saved["tokenizer"] == "char"
 
 
 def test_train_lstm_with_projections_from_the_command_line(tmp_path):

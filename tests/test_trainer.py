@@ -82,7 +82,7 @@ def _train_cmd(toy_csv, out, threads=1):
     return [sys.executable, "-m", "rnnkit", "train", "--dataset", str(toy_csv), "--out", str(out),
             "--embedding-dim", "16", "--hidden-size", "32", "--epochs", "4", "--batch-size", "8",
             "--no-progress", "--threads", str(threads), "--early-stopping", "10",
-            "--lr", "0.01", "--set", "ema=0.9", "--set", "ngram_order=3"]
+            "--lr", "0.01", "--set", "ema=0.9", "--set", "ngram_order=3", "--set", "scheduler=linear"]
 
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(toy_csv, tmp_path):
@@ -117,6 +117,19 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(toy_csv, tmp_path):
     ha = [json.loads(l)["val_loss"] for l in (a.path / "history.jsonl").read_text().splitlines()]
     hb = [json.loads(l)["val_loss"] for l in (b.path / "history.jsonl").read_text().splitlines()]
     assert ha == hb
+
+
+def test_slanted_triangular_rises_then_falls_per_batch(toy_csv, tmp_path):
+    from rnnkit.trainer import SlantedTriangular
+
+    f = SlantedTriangular(100, warmup=0.1, ratio=32)
+    assert f(0) == pytest.approx(1 / 32) and f(10) == pytest.approx(1.0) and f(100) == pytest.approx(1 / 32)
+    assert f(5) < f(10) and f(55) == pytest.approx((1 + 0.5 * 31) / 32)
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=4, scheduler="linear", lr=0.01,
+                                   early_stopping=None))
+    lrs = [json.loads(l)["lr"] for l in (run.path / "history.jsonl").read_text().splitlines()]
+    # stepped after every batch: after epoch 1 it is past the peak and falling, and ends near lr/32
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 0.01 and lrs[-1] == pytest.approx(0.01 / 32, rel=0.05)
 
 
 def test_single_layer_rnn_dropout_is_reported(toy_csv, tmp_path):
