@@ -479,8 +479,7 @@ def datasets(data_dir: Optional[str] = typer.Option(None, help="Folder holding d
 @_guard
 def demo(
     out: Optional[str] = typer.Option(None, help="Run folder (default runs/demo-<time>)."),
-    epochs: int = typer.Option(6, help="Training epochs (the words dataset's default is 8; 6 keeps the demo "
-                                       "under a minute at the same validation accuracy)."),
+    epochs: int = typer.Option(8, help="Training epochs."),
     seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
