@@ -479,7 +479,7 @@ def datasets(data_dir: Optional[str] = typer.Option(None, help="Folder holding d
 @_guard
 def demo(
     out: Optional[str] = typer.Option(None, help="Run folder (default runs/demo-<time>)."),
-    epochs: int = typer.Option(8, help="Training epochs."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the words dataset's)."),
     seed: int = typer.Option(0),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
@@ -488,8 +488,9 @@ def demo(
     from .config import Config
     from .trainer import train as run_training
 
-    cfg = Config.for_dataset("words", epochs=epochs, seed=seed, progress=progress, early_stopping=3,
-                             out=out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    cfg = Config.for_dataset("words", seed=seed, progress=progress, early_stopping=3,
+                             out=out or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}",
+                             **({"epochs": epochs} if epochs is not None else {}))
     started = time.perf_counter()
     run = run_training(cfg)
     typer.echo(f"\nwords dataset: val accuracy {run.metrics['val']['accuracy']:.3f}, "

@@ -587,6 +587,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         raise RnnkitError("sparse_embedding does not work with torchrun (DDP reduces dense gradients only); "
                           "drop --set sparse_embedding=true")
     optimizer = model_optimizer(cfg, model)
+    sampler = BatchSampler(data["train"].lengths, cfg.batch_size, shuffle=True, bucket=cfg.bucket, seed=cfg.seed)
     mode = "min" if cfg.monitor == "val_loss" else "max"
     scheduler = None
     if cfg.scheduler == "plateau":
@@ -596,7 +597,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=cfg.lr_factor)
     elif cfg.scheduler == "linear":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, SlantedTriangular(cfg.epochs * math.ceil(len(data["train"].lengths) / cfg.batch_size)))
+            optimizer, SlantedTriangular(cfg.epochs * len(sampler)))
     weight = None
     if cfg.class_weights:
         if vectorizer.multilabel or cfg.head == "binary":
@@ -657,7 +658,6 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     train_data = data["train"].to(device)
     if device.type == "cuda" and train_data is data["train"]:
         log("data: the training split does not fit comfortably on the GPU; batches are copied from pinned memory")
-    sampler = BatchSampler(data["train"].lengths, cfg.batch_size, shuffle=True, bucket=cfg.bucket, seed=cfg.seed)
     ddp_model = distributed.wrap(model, world, device)
     from tqdm.auto import tqdm
 
