@@ -29,9 +29,16 @@ Each layer and direction runs on one of two kernels:
   (:func:`choose_kernel`, BENCHMARKS.md "CPU speed"). It has no LSTM projections.
 
 Both compute the same function; tests hold them to the packed path within 1e-5.
+
+On a CPU with 2+ threads, the two directions of a bidirectional LSTM layer on the ``native``
+kernel run at the same time, each on its own thread (:class:`TwoDirections`).
 """
 
 from __future__ import annotations
+
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
@@ -118,12 +125,129 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
             layer_in = FusedLayer.apply(mode, layer_in, lengths, *[torch.stack(ws) for ws in zip(*weights)])
             continue
         inputs = [layer_in] + ([reverse_within_length(layer_in, lengths)] if rnn.bidirectional else [])
-        outs = [_native(mode, inp, ws, rnn.hidden_size, rnn.training, proj_size) for inp, ws in zip(inputs, weights)]
+        run = functools.partial(_native, mode, hidden=rnn.hidden_size, training=rnn.training, proj_size=proj_size)
+        if len(inputs) == 2 and mode == "LSTM" and not proj_size and parallel_directions(layer_in):
+            outs = TwoDirections.run(run, inputs, weights)
+        else:
+            outs = [run(inp, ws) for inp, ws in zip(inputs, weights)]
         if rnn.bidirectional:
             layer_in = torch.cat([outs[0], reverse_within_length(outs[1], lengths)], dim=-1)
         else:
             layer_in = outs[0]
     return layer_in
+
+
+PARALLEL = True
+"""Run a bidirectional LSTM layer's two directions at once on CPU (see :class:`TwoDirections`)."""
+
+
+def openmp_waits_briefly() -> bool:
+    """Whether idle OpenMP threads go to sleep soon (``GOMP_SPINCOUNT`` <= 100,000 or a passive policy).
+
+    ``import rnnkit`` sets ``GOMP_SPINCOUNT=10000`` when torch is not loaded yet. With libgomp's
+    default (300,000 spins) the caller's idle OpenMP thread keeps a core busy while the two
+    directions run, and running them at once measured slower than one after the other.
+    """
+    spin = os.environ.get("GOMP_SPINCOUNT", "")
+    return os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive" or (spin.isdigit() and int(spin) <= 100_000)
+
+
+def parallel_directions(x: Tensor) -> bool:
+    """Whether :func:`run_padded` runs the two directions of an LSTM layer at once.
+
+    On CPU with 2+ torch threads and briefly waiting OpenMP threads, outside tracing and
+    scripting (exports stay one graph). Only oneDNN's LSTM: the GRU and Elman RNN train on the
+    fused kernel, which steps both directions together already, and torch's decomposed GRU
+    on two threads at once did not repeat bit for bit from run to run.
+    """
+    return (PARALLEL and x.device.type == "cpu" and torch.get_num_threads() >= 2 and openmp_waits_briefly()
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
+            and not torch.compiler.is_compiling())
+
+
+class TwoDirections(torch.autograd.Function):
+    """The two directions of a bidirectional layer, each on half the CPU threads, at the same time.
+
+    A recurrent layer's time loop is a chain of small GEMMs (batch x hidden) that two threads
+    split poorly: one direction of the NSMC LSTM took 44 ms forward + backward on 2 threads per
+    direction in turn, and 29 ms for both directions side by side on 1 thread each (BENCHMARKS.md,
+    "CPU speed"). The directions share no state, so each runs on its own thread: the calling one
+    and one helper thread. The forward records each direction's own autograd graph on its thread;
+    the backward replays both graphs at once the same way. Each direction computes exactly what it
+    computes alone on that many threads, so results stay deterministic.
+    """
+
+    @staticmethod
+    def run(fn, inputs: list[Tensor], weights: list[list[Tensor]]) -> list[Tensor]:
+        """``[fn(inputs[0], weights[0]), fn(inputs[1], weights[1])]``, computed side by side."""
+        if not torch.is_grad_enabled() or not any(t.requires_grad for t in [*inputs, *weights[0], *weights[1]]):
+            return list(_side_by_side(fn, (inputs[0], weights[0]), (inputs[1], weights[1])))
+        n = len(weights[0])
+        return list(TwoDirections.apply(fn, n, *inputs, *weights[0], *weights[1]))
+
+    @staticmethod
+    def forward(ctx, fn, n: int, x_f: Tensor, x_b: Tensor, *weights: Tensor):
+        wanted = ctx.needs_input_grad[2:]
+
+        def record(tensors, needs):
+            leaves = [t.detach().requires_grad_(need) for t, need in zip(tensors, needs)]
+            with torch.enable_grad():
+                return fn(leaves[0], leaves[1:]), leaves
+
+        forward_dir = [x_f, *weights[:n]], [wanted[0], *wanted[2:2 + n]]
+        backward_dir = [x_b, *weights[n:]], [wanted[1], *wanted[2 + n:]]
+        ctx.graphs = _side_by_side(record, forward_dir, backward_dir)
+        return tuple(y.detach() for y, _ in ctx.graphs)
+
+    @staticmethod
+    def backward(ctx, g_f: Tensor, g_b: Tensor):
+        if ctx.graphs is None:
+            raise RuntimeError("rnnkit.padded.TwoDirections: backward ran twice on one forward; "
+                               "run the forward again (retain_graph is not supported here)")
+
+        def replay(graph, grad):
+            y, leaves = graph
+            wanted = [t for t in leaves if t.requires_grad]
+            got = iter(torch.autograd.grad(y, wanted, grad, allow_unused=True) if wanted else ())
+            return [next(got) if t.requires_grad else None for t in leaves]
+
+        fwd, bwd = _side_by_side(replay, (ctx.graphs[0], g_f), (ctx.graphs[1], g_b))
+        ctx.graphs = None
+        return (None, None, fwd[0], bwd[0], *fwd[1:], *bwd[1:])
+
+
+_helper: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _side_by_side(fn, first: tuple, second: tuple) -> tuple:
+    """``(fn(*first), fn(*second))``, the second on a helper thread, splitting torch's threads.
+
+    torch's grad mode, inference mode and CPU autocast are per thread, so the helper gets the
+    caller's. So is the OpenMP thread count: the caller drops to the other half for the call.
+    """
+    global _helper
+    if _helper is None or _helper[0] != os.getpid():  # a forked child has no helper thread
+        _helper = (os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="rnnkit-direction"))
+    total = torch.get_num_threads()
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    autocast = torch.is_autocast_enabled("cpu")
+    dtype = torch.get_autocast_dtype("cpu")
+
+    def helper():
+        if torch.get_num_threads() != total // 2:
+            torch.set_num_threads(total // 2)
+        with torch.inference_mode(inference), torch.set_grad_enabled(grad), \
+                torch.autocast("cpu", dtype=dtype, enabled=autocast):
+            return fn(*second)
+
+    pending = _helper[1].submit(helper)
+    torch.set_num_threads(total - total // 2)
+    try:
+        done = fn(*first)
+    finally:
+        torch.set_num_threads(total)
+        other = pending.result()
+    return done, other
 
 
 def last_state(out: Tensor, lengths: Tensor, bidirectional: bool) -> Tensor:

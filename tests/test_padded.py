@@ -2,6 +2,7 @@
 features, logits and every gradient, for every cell, depth, direction and pooling."""
 
 import itertools
+import os
 
 import pytest
 import torch
@@ -11,7 +12,8 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from rnnkit.config import POOLINGS
 from rnnkit.errors import RnnkitError
 from rnnkit.model import Dropout, SequenceClassifier
-from rnnkit.padded import FusedLayer, last_state, run_padded, valid_mask
+from rnnkit import padded
+from rnnkit.padded import FusedLayer, TwoDirections, last_state, run_padded, valid_mask
 
 TOL = dict(atol=1e-5, rtol=0)
 
@@ -157,3 +159,99 @@ def test_dropout_rate_scale_and_seed():
     out = drop(x)
     out.sum().backward()
     assert torch.equal(x.grad == 0, out == 0), "no gradient through dropped units"
+
+
+@pytest.fixture
+def two_threads(monkeypatch):
+    """Two torch threads and briefly waiting OpenMP threads: where an LSTM's directions run at once."""
+    monkeypatch.setenv("GOMP_SPINCOUNT", "10000")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def count_side_by_side(monkeypatch) -> list:
+    calls = []
+    real = TwoDirections.run
+
+    def counted(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(TwoDirections, "run", staticmethod(counted))
+    return calls
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_lstm_directions_side_by_side_equal_packed_and_repeat_bit_for_bit(two_threads, monkeypatch, num_layers):
+    calls = count_side_by_side(monkeypatch)
+    torch.manual_seed(0)
+    rnn = nn.LSTM(5, 7, num_layers=num_layers, bidirectional=True, batch_first=True)
+    _, lengths = ragged(batch=9, max_len=12)
+    x = torch.randn(len(lengths), int(lengths.max()), 5, requires_grad=True)
+    mask = valid_mask(lengths, x.shape[1], x.device)[..., None]
+    weight = torch.randn(x.shape[0], x.shape[1], 14)
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    ref = pad_packed_sequence(rnn(packed)[0], batch_first=True)[0]
+    ref_grads = torch.autograd.grad((ref * weight).sum(), [x, *rnn.parameters()])
+
+    runs = []
+    for _ in range(2):
+        out = run_padded(rnn, x, lengths, "native").masked_fill(~mask, 0.0)
+        runs.append((out, torch.autograd.grad((out * weight).sum(), [x, *rnn.parameters()])))
+    assert len(calls) == 2 * num_layers
+    torch.testing.assert_close(runs[0][0], ref, **TOL)
+    for got, want in zip(runs[0][1], ref_grads):
+        torch.testing.assert_close(got, want, **TOL)
+    assert torch.equal(runs[0][0], runs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+    # Inference (no graph) takes the same path and gives the same outputs.
+    with torch.inference_mode():
+        out = run_padded(rnn, x, lengths, "native").masked_fill(~mask, 0.0)
+    assert len(calls) == 3 * num_layers
+    assert torch.equal(out, runs[0][0])
+
+    # Under bf16 autocast each thread gets the caller's autocast, and the result still repeats.
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        first, second = (run_padded(rnn, x, lengths, "native") for _ in range(2))
+    assert first.dtype == torch.bfloat16 and torch.equal(first, second)
+
+
+def test_directions_run_one_after_the_other_where_that_is_faster(two_threads, monkeypatch):
+    calls = count_side_by_side(monkeypatch)
+    _, lengths = ragged()
+    x = torch.randn(len(lengths), int(lengths.max()), 5)
+    for cell in (nn.GRU, nn.RNN):  # trained on the fused kernel; torch's own did not repeat exactly
+        run_padded(cell(5, 7, bidirectional=True, batch_first=True), x, lengths, "native")
+    lstm = nn.LSTM(5, 7, bidirectional=True, batch_first=True)
+    run_padded(nn.LSTM(5, 7, batch_first=True), x, lengths, "native")  # one direction
+    torch.set_num_threads(1)
+    run_padded(lstm, x, lengths, "native")
+    torch.set_num_threads(2)
+    monkeypatch.delenv("GOMP_SPINCOUNT")  # libgomp's default spin: slower side by side
+    assert not padded.openmp_waits_briefly()
+    run_padded(lstm, x, lengths, "native")
+    assert calls == []
+
+
+def test_side_by_side_backward_twice_says_so(two_threads):
+    lstm = nn.LSTM(5, 7, bidirectional=True, batch_first=True)
+    _, lengths = ragged()
+    out = run_padded(lstm, torch.randn(len(lengths), int(lengths.max()), 5), lengths, "native")
+    out.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="backward ran twice"):
+        out.sum().backward()
+
+
+def test_import_rnnkit_shortens_the_openmp_spin_only_before_torch_loads():
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    show = "import os; print(os.environ.get('GOMP_SPINCOUNT'))"
+    first = subprocess.run([sys.executable, "-c", f"import rnnkit; {show}"], env=env, capture_output=True, text=True)
+    late = subprocess.run([sys.executable, "-c", f"import torch, rnnkit; {show}"], env=env, capture_output=True,
+                          text=True)
+    assert (first.stdout.strip(), late.stdout.strip()) == ("10000", "None")
