@@ -315,3 +315,24 @@ def test_rdrop_adds_the_symmetric_kl_of_two_dropout_draws(toy_csv, tmp_path):
     assert run.metrics["test"]["accuracy"] > 0.8
     with pytest.raises(RnnkitError, match="rdrop"):
         rnnkit.Config(rdrop=-1).validate()
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_clip_grad_norm_equals_torch_bit_for_bit(scale):
+    from torch import nn
+
+    from rnnkit.trainer import clip_grad_norm
+
+    torch.manual_seed(0)
+    ours, theirs = [nn.Linear(6, 5), nn.Embedding(7, 3)], [nn.Linear(6, 5), nn.Embedding(7, 3)]
+    for a, b in zip(ours, theirs):
+        b.load_state_dict(a.state_dict())
+    x = torch.randn(4, 6)
+    for lin, emb in (ours, theirs):
+        ((lin(x) * scale).sum() + (emb(torch.tensor([1, 2, 2])) * scale).sum()).backward()
+    params = lambda mods: [p for m in mods for p in m.parameters()]  # noqa: E731
+    total = clip_grad_norm(params(ours), 1.0)
+    want = nn.utils.clip_grad_norm_(params(theirs), 1.0)
+    assert torch.equal(total, want)
+    assert all(torch.equal(a.grad, b.grad) for a, b in zip(params(ours), params(theirs)))
+    assert (float(want) > 1.0) == (scale == 100.0)  # both branches: clipped and not
