@@ -31,7 +31,7 @@ Each layer and direction runs on one of two kernels:
 Both compute the same function; tests hold them to the packed path within 1e-5.
 
 On a CPU with 2+ threads, the two directions of a bidirectional LSTM layer on the ``native``
-kernel run at the same time, each on its own thread (:class:`TwoDirections`).
+kernel run at the same time in training, each on its own thread (:class:`TwoDirections`).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
             continue
         inputs = [layer_in] + ([reverse_within_length(layer_in, lengths)] if rnn.bidirectional else [])
         run = functools.partial(_native, mode, hidden=rnn.hidden_size, training=rnn.training, proj_size=proj_size)
-        if len(inputs) == 2 and mode == "LSTM" and not proj_size and parallel_directions(layer_in):
+        if len(inputs) == 2 and mode == "LSTM" and not proj_size and rnn.training and parallel_directions(layer_in):
             outs = TwoDirections.run(run, inputs, weights)
         else:
             outs = [run(inp, ws) for inp, ws in zip(inputs, weights)]
@@ -153,12 +153,14 @@ def openmp_waits_briefly() -> bool:
 
 
 def parallel_directions(x: Tensor) -> bool:
-    """Whether :func:`run_padded` runs the two directions of an LSTM layer at once.
+    """Whether :func:`run_padded` runs the two directions of an LSTM layer in training mode at once.
 
     On CPU with 2+ torch threads and briefly waiting OpenMP threads, outside tracing and
     scripting (exports stay one graph). Only oneDNN's LSTM: the GRU and Elman RNN train on the
     fused kernel, which steps both directions together already, and torch's decomposed GRU
-    on two threads at once did not repeat bit for bit from run to run.
+    on two threads at once did not repeat bit for bit from run to run. Only in training: for
+    one review at a time (``explain``, ``serve``) it gained nothing at the median and now and
+    then stalled for 0.4-1.3 s, where one after the other never took over 0.1 s.
     """
     return (PARALLEL and x.device.type == "cpu" and torch.get_num_threads() >= 2 and openmp_waits_briefly()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()

@@ -207,7 +207,7 @@ def test_lstm_directions_side_by_side_equal_packed_and_repeat_bit_for_bit(two_th
     assert torch.equal(runs[0][0], runs[1][0])
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
-    # Inference (no graph) takes the same path and gives the same outputs.
+    # Without a graph (pretraining's and training's no-grad passes) the same path, the same outputs.
     with torch.inference_mode():
         out = run_padded(rnn, x, lengths, "native").masked_fill(~mask, 0.0)
     assert len(calls) == 3 * num_layers
@@ -227,6 +227,8 @@ def test_directions_run_one_after_the_other_where_that_is_faster(two_threads, mo
         run_padded(cell(5, 7, bidirectional=True, batch_first=True), x, lengths, "native")
     lstm = nn.LSTM(5, 7, bidirectional=True, batch_first=True)
     run_padded(nn.LSTM(5, 7, batch_first=True), x, lengths, "native")  # one direction
+    run_padded(lstm.eval(), x, lengths, "native")  # inference: one review at a time gained nothing
+    lstm.train()
     torch.set_num_threads(1)
     run_padded(lstm, x, lengths, "native")
     torch.set_num_threads(2)
