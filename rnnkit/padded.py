@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -148,6 +149,8 @@ def openmp_waits_briefly() -> bool:
     default (300,000 spins) the caller's idle OpenMP thread keeps a core busy while the two
     directions run, and running them at once measured slower than one after the other.
     """
+    if not sys.platform.startswith("linux"):  # measured with libgomp, torch's OpenMP on Linux; not elsewhere
+        return False
     spin = os.environ.get("GOMP_SPINCOUNT", "")
     return os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive" or (spin.isdigit() and int(spin) <= 100_000)
 
