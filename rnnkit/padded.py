@@ -30,7 +30,7 @@ Each layer and direction runs on one of two kernels:
 
 Both compute the same function; tests hold them to the packed path within 1e-5.
 
-On a CPU with 2+ threads, the two directions of a bidirectional LSTM layer on the ``native``
+On a CPU with 2 threads, the two directions of a bidirectional LSTM layer on the ``native``
 kernel run at the same time in training, each on its own thread (:class:`TwoDirections`).
 """
 
@@ -158,14 +158,15 @@ def openmp_waits_briefly() -> bool:
 def parallel_directions(x: Tensor) -> bool:
     """Whether :func:`run_padded` runs the two directions of an LSTM layer in training mode at once.
 
-    On CPU with 2+ torch threads and briefly waiting OpenMP threads, outside tracing and
+    On CPU with exactly 2 torch threads (the only count measured: on more, the helper thread
+    would start a second OpenMP team) and briefly waiting OpenMP threads, outside tracing and
     scripting (exports stay one graph). Only oneDNN's LSTM: the GRU and Elman RNN train on the
     fused kernel, which steps both directions together already, and torch's decomposed GRU
     on two threads at once did not repeat bit for bit from run to run. Only in training: for
     one review at a time (``explain``, ``serve``) it gained nothing at the median and now and
     then stalled for 0.4-1.3 s, where one after the other never took over 0.1 s.
     """
-    return (PARALLEL and x.device.type == "cpu" and torch.get_num_threads() >= 2 and openmp_waits_briefly()
+    return (PARALLEL and x.device.type == "cpu" and torch.get_num_threads() == 2 and openmp_waits_briefly()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch.compiler.is_compiling())
 
