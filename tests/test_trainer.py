@@ -336,3 +336,21 @@ def test_clip_grad_norm_equals_torch_bit_for_bit(scale):
     assert torch.equal(total, want)
     assert all(torch.equal(a.grad, b.grad) for a, b in zip(params(ours), params(theirs)))
     assert (float(want) > 1.0) == (scale == 100.0)  # both branches: clipped and not
+
+
+@pytest.mark.parametrize("waits_briefly", [False, True])
+def test_log_says_when_the_lstm_directions_cannot_run_at_once(toy_csv, tmp_path, monkeypatch, waits_briefly):
+    from rnnkit import padded
+
+    monkeypatch.setattr(padded, "openmp_waits_briefly", lambda: waits_briefly)
+    monkeypatch.setattr(sys, "platform", "linux")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        logs = []
+        rnnkit.train(tiny_config(toy_csv, tmp_path / "run", epochs=1, baseline=False, num_threads=2), log=logs.append)
+    finally:
+        torch.set_num_threads(before)
+    said = [line for line in logs if line.startswith("speed:")]
+    assert bool(said) is not waits_briefly
+    assert not said or "GOMP_SPINCOUNT=10000" in said[0]
