@@ -155,8 +155,6 @@ def fit_baseline(splits: Splits, labels: Optional[Sequence[str]] = None,
         # baseline from 55.3 s to 51.5 s on NSMC (7 fits of about 2.4 s each; counting n-grams is most
         # of the rest) and from 1.27 s to 0.96 s on surnames. At most two at a time, since each fit
         # holds its own copy of the features. Results are recorded in the order given.
-        if not settings:
-            return
         with ThreadPoolExecutor(min(2, len(settings), os.cpu_count() or 1)) as pool:
             done = list(pool.map(lambda setting: fit_one(*setting), settings))
         for (name, c), (acc, model) in zip(settings, done):

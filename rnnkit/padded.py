@@ -127,7 +127,7 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
             continue
         inputs = [layer_in] + ([reverse_within_length(layer_in, lengths)] if rnn.bidirectional else [])
         run = functools.partial(_native, mode, hidden=rnn.hidden_size, training=rnn.training, proj_size=proj_size)
-        if len(inputs) == 2 and mode == "LSTM" and not proj_size and rnn.training and parallel_directions(layer_in):
+        if parallel_directions(rnn, layer_in):
             outs = TwoDirections.run(run, inputs, weights)
         else:
             outs = [run(inp, ws) for inp, ws in zip(inputs, weights)]
@@ -149,24 +149,33 @@ def openmp_waits_briefly() -> bool:
     default (300,000 spins) the caller's idle OpenMP thread keeps a core busy while the two
     directions run, and running them at once measured slower than one after the other.
     """
-    if not sys.platform.startswith("linux"):  # measured with libgomp, torch's OpenMP on Linux; not elsewhere
-        return False
     spin = os.environ.get("GOMP_SPINCOUNT", "")
     return os.environ.get("OMP_WAIT_POLICY", "").lower() == "passive" or (spin.isdigit() and int(spin) <= 100_000)
 
 
-def parallel_directions(x: Tensor) -> bool:
-    """Whether :func:`run_padded` runs the two directions of an LSTM layer in training mode at once.
+def directions_fit_side_by_side(rnn: nn.RNNBase, device) -> bool:
+    """Whether ``rnn`` on ``device`` is a layer whose directions rnnkit runs at once, OpenMP's spin aside.
 
-    On CPU with exactly 2 torch threads (the only count measured: on more, the helper thread
-    would start a second OpenMP team) and briefly waiting OpenMP threads, outside tracing and
-    scripting (exports stay one graph). Only oneDNN's LSTM: the GRU and Elman RNN train on the
-    fused kernel, which steps both directions together already, and torch's decomposed GRU
-    on two threads at once did not repeat bit for bit from run to run. Only in training: for
-    one review at a time (``explain``, ``serve``) it gained nothing at the median and now and
-    then stalled for 0.4-1.3 s, where one after the other never took over 0.1 s.
+    A bidirectional LSTM without projections (oneDNN's), on a Linux CPU (libgomp, where it was
+    measured) with exactly 2 torch threads (the only count measured: on more, the helper thread
+    would start a second OpenMP team). The GRU and Elman RNN train on the fused kernel, which
+    steps both directions together already, and torch's decomposed GRU on two threads at once
+    did not repeat bit for bit from run to run.
     """
-    return (PARALLEL and x.device.type == "cpu" and torch.get_num_threads() == 2 and openmp_waits_briefly()
+    return (PARALLEL and rnn.mode == "LSTM" and rnn.bidirectional and not getattr(rnn, "proj_size", 0)
+            and torch.device(device).type == "cpu" and torch.get_num_threads() == 2
+            and sys.platform.startswith("linux"))
+
+
+def parallel_directions(rnn: nn.RNNBase, x: Tensor) -> bool:
+    """Whether :func:`run_padded` runs the two directions of ``rnn``'s layers at once on ``x``.
+
+    :func:`directions_fit_side_by_side`, in training, with briefly waiting OpenMP threads, outside
+    tracing and scripting (exports stay one graph). Only in training: for one review at a time
+    (``explain``, ``serve``) it gained nothing at the median and now and then stalled for
+    0.4-1.3 s, where one after the other never took over 0.1 s.
+    """
+    return (rnn.training and directions_fit_side_by_side(rnn, x.device) and openmp_waits_briefly()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch.compiler.is_compiling())
 

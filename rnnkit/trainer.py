@@ -633,9 +633,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
            f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))
     from . import padded
 
-    if (cfg.cell == "lstm" and cfg.bidirectional and cfg.backend == "torch" and cfg.kernel in ("auto", "native")
-            and not cfg.proj_size and device.type == "cpu" and torch.get_num_threads() == 2
-            and sys.platform.startswith("linux") and not padded.openmp_waits_briefly()):
+    if (cfg.backend == "torch" and cfg.kernel in ("auto", "native")
+            and padded.directions_fit_side_by_side(model.rnn, device) and not padded.openmp_waits_briefly()):
         log("speed: the LSTM's two directions run one after the other, since idle OpenMP threads spin long here "
             "(torch was loaded before rnnkit, or GOMP_SPINCOUNT is high); start Python with GOMP_SPINCOUNT=10000 "
             "to run them at once (1.2x per NSMC epoch)")
