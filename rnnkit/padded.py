@@ -187,8 +187,8 @@ class TwoDirections(torch.autograd.Function):
     split poorly. Both directions of an NSMC-sized LSTM layer (batch 128, 22 steps, bf16) took
     44 ms forward + backward one after the other on 2 threads, and 31 ms side by side on 1 thread
     each; a whole NSMC epoch ran 1.20x faster (BENCHMARKS.md, "CPU speed"). The directions share
-    no state, so each runs on its own thread: the calling one
-    and one helper thread. The forward records each direction's own autograd graph on its thread;
+    no state, so each runs on its own thread: the calling one and one helper thread. The forward
+    records each direction's own autograd graph on its thread;
     the backward replays both graphs at once the same way. Each direction computes exactly what it
     computes alone on that many threads, so results stay deterministic.
     """
