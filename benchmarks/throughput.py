@@ -122,14 +122,14 @@ def setup(model, cfg, device, before=False):
     """The optimizer and autocast dtype as `rnnkit.train` sets them up; ``before``: as it did before."""
     import torch
 
-    from rnnkit.trainer import autocast_dtype, model_optimizer
+    from rnnkit.trainer import autocast_dtype, model_optimizer, row_updates
 
     if before:
         kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop,
                 "sgd": torch.optim.SGD}[cfg.optimizer]
         momentum = {"momentum": cfg.momentum} if cfg.optimizer in ("rmsprop", "sgd") else {}
         return kind(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False, **momentum), None
-    return model_optimizer(cfg, model), autocast_dtype(cfg, device)
+    return model_optimizer(cfg, model, row_updates(cfg, model, device)), autocast_dtype(cfg, device)
 
 
 def rnnkit_train(model, split, batches, cfg, device, before=False):

@@ -138,10 +138,11 @@ class Config:
     """Keep an exponential moving average of the weights with this decay per step (e.g. 0.999) and validate,
     choose and save it instead of the raw weights; None = off. The decay ramps up as (1 + n) / (10 + n) over
     the first n steps, so it reaches 0.99 after about 900 steps and 0.999 only after about 9,000."""
-    sparse_embedding: bool = False
-    """Update only the embedding rows a batch uses (adam/adamw only, via torch's SparseAdam: lazy Adam,
-    no weight decay on the embedding). Off by default: on NSMC it measured no faster per epoch and lower
-    in accuracy (BENCHMARKS.md, "CPU speed")."""
+    sparse_embedding: Optional[bool] = None
+    """Row-wise updates of the embedding (rnnkit.optim.RowAdam): Adam(W)'s result, but each step touches only
+    the rows its batch uses, instead of every row. None (auto): on where it measured faster, training on CPU
+    with adam (no weight decay) or adamw, without ema or torchrun, and an embedding of at least 40,000 rows;
+    whole NSMC steps were 1.23x faster at 51,484 rows and within noise at 24,102 (BENCHMARKS.md, "CPU speed")."""
     scheduler: str = "plateau"
     """plateau: multiply lr by lr_factor when the monitored metric stalls; epoch: after every epoch;
     linear: after every batch, up from lr/32 to lr over the first 10% of ``epochs`` x batches, then down to
@@ -199,8 +200,15 @@ class Config:
         _choice("amp", self.amp, AMPS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("kernel", self.kernel, KERNELS)
-        if self.sparse_embedding and self.optimizer not in ("adam", "adamw"):
-            raise RnnkitError(f"sparse_embedding needs optimizer adam or adamw (torch's SparseAdam); got {self.optimizer!r}")
+        if self.sparse_embedding:
+            if self.optimizer not in ("adam", "adamw"):
+                raise RnnkitError(f"sparse_embedding needs optimizer adam or adamw; got {self.optimizer!r}")
+            if self.optimizer == "adam" and self.weight_decay:
+                raise RnnkitError("sparse_embedding with optimizer adam needs weight_decay=0 (adam's L2 term gives "
+                                  "every row a gradient); use optimizer adamw or set weight_decay=0")
+            if self.ema is not None:
+                raise RnnkitError("sparse_embedding does not work with ema (the average reads every row at every "
+                                  "step); drop one of them")
         _int_range("epochs", self.epochs, 1, 100_000)
         _int_range("pretrain_epochs", self.pretrain_epochs, 0, 10_000)
         if self.pretrain_lr is not None:
@@ -423,7 +431,7 @@ def _coerce(key: str, value: Any, type_hint: Any, source: str) -> Any:
     lowered = value.strip().lower()
     if key == "delimiter" and len(value) == 1:
         return value  # a tab or space is a delimiter, not an empty value
-    if "Optional" in hint and lowered in ("none", "null", ""):
+    if "Optional" in hint and lowered in ("none", "null", "") or "Optional[bool]" in hint and lowered == "auto":
         return None
     if key == "normalize" and lowered in ("nfc", "nfkc", "nfd", "nfkd"):
         return value.strip().upper()

@@ -94,6 +94,8 @@ def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_
     autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     history = []
     model.train()
+    # dense gradients for this dense Adam, whatever the classifier's optimizer asked of the embedding
+    sparse, model.embedding.sparse = model.embedding.sparse, False
     for epoch in range(1, epochs + 1):
         sampler.set_epoch(epoch)
         started, nll_sum, tokens = time.perf_counter(), 0.0, 0
@@ -122,4 +124,5 @@ def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_
         log(f"pretrain {epoch:2d}  language-model loss {nll:.4f} (perplexity {row['perplexity']:.0f}) "
             f"over {tokens:,} tokens  {row['seconds']:.1f}s")
     model.zero_grad(set_to_none=True)
+    model.embedding.sparse = sparse
     return history

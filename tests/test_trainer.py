@@ -202,10 +202,26 @@ def test_precision_auto_follows_native_bf16_support(monkeypatch):
         rnnkit.Config(precision="fp16").validate()
 
 
-def test_sparse_embedding_is_opt_in_and_checked():
-    assert rnnkit.Config().sparse_embedding is False
+def test_sparse_embedding_is_automatic_and_checked():
+    from rnnkit.trainer import ROW_UPDATES_FROM, row_updates
+
+    assert rnnkit.Config().sparse_embedding is None
+    assert rnnkit.Config().update({"sparse_embedding": "auto"}).sparse_embedding is None
     with pytest.raises(RnnkitError, match="sparse_embedding needs optimizer adam or adamw"):
         rnnkit.Config(sparse_embedding=True, optimizer="sgd").validate()
+    with pytest.raises(RnnkitError, match="needs weight_decay=0"):
+        rnnkit.Config(sparse_embedding=True, optimizer="adam", weight_decay=0.01).validate()
+    with pytest.raises(RnnkitError, match="does not work with ema"):
+        rnnkit.Config(sparse_embedding=True, ema=0.99).validate()
+    cpu = torch.device("cpu")
+    small, large = (rnnkit.model.SequenceClassifier(n, 2, embedding_dim=4, hidden_size=4, head_hidden=4)
+                    for n in (ROW_UPDATES_FROM - 1, ROW_UPDATES_FROM))
+    assert not row_updates(rnnkit.Config(), small, cpu) and row_updates(rnnkit.Config(), large, cpu)
+    assert not row_updates(rnnkit.Config(ema=0.99), large, cpu)
+    assert not row_updates(rnnkit.Config(optimizer="adam", weight_decay=0.01), large, cpu)
+    assert row_updates(rnnkit.Config(optimizer="adam", weight_decay=0.0), large, cpu)
+    assert not row_updates(rnnkit.Config(sparse_embedding=False), large, cpu)
+    assert row_updates(rnnkit.Config(sparse_embedding=True), small, cpu)
 
 
 def test_sparse_embedding_trains_reproducibly_and_its_optimizer_checkpoints(toy_csv, tmp_path):
@@ -230,7 +246,7 @@ def test_sparse_embedding_trains_reproducibly_and_its_optimizer_checkpoints(toy_
     nn.utils.clip_grad_norm_([dense_emb.weight], 0.5)
     torch.testing.assert_close(emb.weight.grad.to_dense(), dense_emb.weight.grad)
 
-    # The combined optimizer (fused Adam + SparseAdam) survives a checkpoint round trip.
+    # The combined optimizer (fused Adam + RowAdam) survives a checkpoint round trip.
     model = a.model.train()
     model.embedding.sparse = True
     params = [p for n, p in model.named_parameters() if not n.startswith("embedding.")]
@@ -252,6 +268,12 @@ def test_sparse_embedding_trains_reproducibly_and_its_optimizer_checkpoints(toy_
     for pid in s1:
         for key, value in s1[pid].items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(s2[pid][key]))
+
+
+def test_row_wise_embedding_updates_survive_pretraining(toy_csv, tmp_path):
+    # Pretraining's own dense Adam needs dense embedding gradients; the classifier's RowAdam sparse ones.
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "p", epochs=2, pretrain_epochs=1, sparse_embedding=True))
+    assert len(run.metrics["pretrain"]) == 1 and run.metrics["test"]["accuracy"] > 0.5
 
 
 def test_weight_average_ramps_then_follows_the_decay():
