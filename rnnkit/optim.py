@@ -42,7 +42,7 @@ class RowAdam(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
-        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 < betas[1] < 1):
             raise ValueError(f"RowAdam: invalid lr {lr}, betas {betas}, eps {eps} or weight_decay {weight_decay}")
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
         self._rows: dict = {}  # per parameter: (step, rows, weight, m, v, moments unwritten) of the last forward
@@ -191,12 +191,16 @@ class RowAdam(torch.optim.Optimizer):
         missed, log_decay = state["missed"], state["log_decay"]
         log_decay[t] = log_decay[t - 1] + math.log(decay)
         # a row last up to date at s = 0 .. t-1 missed step t by t - s steps; its terms are taken
-        # relative to the decay it had at s, and the catch-up multiplies by the decay since s
-        ages = torch.arange(t, 0, -1, dtype=torch.float64, device=missed.device)
-        relative = log_decay[:t] - log_decay[t]
+        # relative to the decay it had at s, and the catch-up multiplies by the decay since s.
+        # They fade at least as fast as fade ** (t - s): older ones would add nothing to a float64
+        # sum (below 1e-300 of it), so each step touches at most `window` of them.
         log_beta1 = math.log(beta1) if beta1 > 0 else -math.inf
-        missed[:t, 0] += size * torch.exp(ages * log_beta1 + relative)
-        missed[:t, 1] += size * bias2_sqrt * torch.exp(ages * (log_beta1 - 0.5 * math.log(beta2)) + relative)
+        log_fade = log_beta1 - 0.5 * math.log(beta2) - math.log(decay)
+        window = min(t, int(700 / -log_fade) + 1)
+        ages = torch.arange(window, 0, -1, dtype=torch.float64, device=missed.device)
+        relative = log_decay[t - window:t] - log_decay[t]
+        missed[t - window:t, 0] += size * torch.exp(ages * log_beta1 + relative)
+        missed[t - window:t, 1] += size * bias2_sqrt * torch.exp(ages * (log_beta1 - 0.5 * math.log(beta2)) + relative)
 
     @torch.no_grad()
     def flush(self) -> None:
