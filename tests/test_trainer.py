@@ -78,19 +78,24 @@ def test_refuses_to_overwrite_a_run(toy_csv, tmp_path):
         rnnkit.train(resume=str(tmp_path / "r"))
 
 
-def _train_cmd(toy_csv, out, threads=1):
+AVERAGED = ["--set", "ema=0.9", "--set", "ngram_order=3"]
+ROW_WISE = ["--set", "sparse_embedding=true"]  # RowAdam: its checkpoint must continue exactly too
+
+
+def _train_cmd(toy_csv, out, threads=1, extra=AVERAGED):
     return [sys.executable, "-m", "rnnkit", "train", "--dataset", str(toy_csv), "--out", str(out),
             "--embedding-dim", "16", "--hidden-size", "32", "--epochs", "4", "--batch-size", "8",
             "--no-progress", "--threads", str(threads), "--early-stopping", "10",
-            "--lr", "0.01", "--set", "ema=0.9", "--set", "ngram_order=3", "--set", "scheduler=linear"]
+            "--lr", "0.01", "--set", "scheduler=linear", *extra]
 
 
-def test_resume_after_sigkill_matches_an_uninterrupted_run(toy_csv, tmp_path):
+@pytest.mark.parametrize("extra", [AVERAGED, ROW_WISE], ids=["ema-ngrams", "row-wise"])
+def test_resume_after_sigkill_matches_an_uninterrupted_run(toy_csv, tmp_path, extra):
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    full = subprocess.run(_train_cmd(toy_csv, tmp_path / "full"), env=env, capture_output=True, text=True)
+    full = subprocess.run(_train_cmd(toy_csv, tmp_path / "full", extra=extra), env=env, capture_output=True, text=True)
     assert full.returncode == 0, full.stderr
 
-    proc = subprocess.Popen(_train_cmd(toy_csv, tmp_path / "cut"), env=env,
+    proc = subprocess.Popen(_train_cmd(toy_csv, tmp_path / "cut", extra=extra), env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     history = tmp_path / "cut" / "history.jsonl"
     deadline = time.time() + 120
