@@ -122,12 +122,16 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
         if layer > 0 and rnn.dropout and rnn.training:
             layer_in = F.dropout(layer_in, rnn.dropout, True)
         weights = [[getattr(rnn, f"{name}_l{layer}{sfx}") for name in names] for sfx in directions]
-        if kernel == "fused":
+        side_by_side = parallel_directions(rnn, layer_in, kernel)
+        if kernel == "fused" and not side_by_side:
             layer_in = FusedLayer.apply(mode, layer_in, lengths, *[torch.stack(ws) for ws in zip(*weights)])
             continue
         inputs = [layer_in] + ([reverse_within_length(layer_in, lengths)] if rnn.bidirectional else [])
-        run = functools.partial(_native, mode, hidden=rnn.hidden_size, training=rnn.training, proj_size=proj_size)
-        if parallel_directions(rnn, layer_in):
+        if kernel == "fused":  # one direction each: the second reads its rows reversed within their lengths
+            run = functools.partial(_fused_direction, mode, lengths=lengths)
+        else:
+            run = functools.partial(_native, mode, hidden=rnn.hidden_size, training=rnn.training, proj_size=proj_size)
+        if side_by_side:
             outs = TwoDirections.run(run, inputs, weights)
         else:
             outs = [run(inp, ws) for inp, ws in zip(inputs, weights)]
@@ -154,28 +158,29 @@ def openmp_waits_briefly() -> bool:
 
 
 def directions_fit_side_by_side(rnn: nn.RNNBase, device) -> bool:
-    """Whether ``rnn`` on ``device`` is a layer whose directions rnnkit runs at once, OpenMP's spin aside.
+    """Whether ``rnn`` on ``device`` is a layer whose directions rnnkit trains at once, OpenMP's spin aside.
 
-    A bidirectional LSTM without projections (oneDNN's), on a Linux CPU (libgomp, where it was
+    A bidirectional LSTM without projections (oneDNN's kernel) or GRU (the fused kernel, whose
+    time loops run as TorchScript, outside the GIL), on a Linux CPU (libgomp, where it was
     measured) with exactly 2 torch threads (the only count measured: on more, the helper thread
-    would start a second OpenMP team). The GRU and Elman RNN train on the fused kernel, which
-    steps both directions together already, and torch's decomposed GRU on two threads at once
-    did not repeat bit for bit from run to run.
+    would start a second OpenMP team). torch's own GRU kernel on two threads at once did not
+    repeat bit for bit from run to run, so the GRU runs side by side only on the fused kernel.
     """
-    return (PARALLEL and rnn.mode == "LSTM" and rnn.bidirectional and not getattr(rnn, "proj_size", 0)
+    return (PARALLEL and rnn.mode in ("LSTM", "GRU") and rnn.bidirectional and not getattr(rnn, "proj_size", 0)
             and torch.device(device).type == "cpu" and torch.get_num_threads() == 2
             and sys.platform.startswith("linux"))
 
 
-def parallel_directions(rnn: nn.RNNBase, x: Tensor) -> bool:
-    """Whether :func:`run_padded` runs the two directions of ``rnn``'s layers at once on ``x``.
+def parallel_directions(rnn: nn.RNNBase, x: Tensor, kernel: str) -> bool:
+    """Whether :func:`run_padded` runs the two directions of ``rnn``'s layers at once on ``x`` with ``kernel``.
 
-    :func:`directions_fit_side_by_side`, in training, with briefly waiting OpenMP threads, outside
-    tracing and scripting (exports stay one graph). Only in training: for one review at a time
-    (``explain``, ``serve``) it gained nothing at the median and now and then stalled for
-    0.4-1.3 s, where one after the other never took over 0.1 s.
+    :func:`directions_fit_side_by_side` (the LSTM on ``native``, the GRU on ``fused``), in training,
+    with briefly waiting OpenMP threads, outside tracing and scripting (exports stay one graph).
+    Only in training: for one review at a time (``explain``, ``serve``) it gained nothing at the
+    median and now and then stalled for 0.4-1.3 s, where one after the other never took over 0.1 s.
     """
-    return (rnn.training and directions_fit_side_by_side(rnn, x.device) and openmp_waits_briefly()
+    return (rnn.training and kernel == {"LSTM": "native", "GRU": "fused"}.get(rnn.mode)
+            and directions_fit_side_by_side(rnn, x.device) and openmp_waits_briefly()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch.compiler.is_compiling())
 
@@ -294,6 +299,11 @@ def _native(mode: str, x: Tensor, weights: list, hidden: int, training: bool, pr
     return fn(x, h0, weights, True, 1, 0.0, training, False, True)[0]
 
 
+def _fused_direction(mode: str, x: Tensor, weights: list, lengths: Tensor) -> Tensor:
+    """One direction of a layer on the fused kernel, reading ``x``'s rows forward: ``(B, T, H)``."""
+    return FusedLayer.apply(mode, x, lengths, *[w.unsqueeze(0) for w in weights])
+
+
 class FusedLayer(torch.autograd.Function):
     """One recurrent layer, all directions at once, with a hand-written backward.
 
@@ -361,6 +371,52 @@ def _layer_rows(lengths: Tensor, B: int, T: int, D: int) -> tuple[Tensor, Tensor
 GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1}
 
 
+@functools.lru_cache(maxsize=None)
+def _script(name: str):
+    """``torch.jit.script`` of this module's function ``name``, compiled on first use (not at import).
+
+    TorchScript runs a time loop without Python between its small ops, and without holding the GIL,
+    so the two directions of a GRU layer on two threads really run at once (:class:`TwoDirections`).
+    """
+    return torch.jit.script(globals()[name])
+
+
+def _gru_forward_steps(gi: Tensor, w_hh_t: Tensor, b_hh: Tensor, hs: Tensor, hs_c: Tensor, hn: Tensor):
+    """The GRU's forward time loop: fills ``hs[:, 1:]`` (and ``hs_c``, its copy in the GEMM dtype, if
+    separate) and ``hn``, and overwrites ``gi`` with the gates ``r, z, n``. Shapes as in :func:`_fused_forward`."""
+    H = hs.shape[-1]
+    separate = hs_c.dtype != hs.dtype  # hs_c is hs itself in fp32
+    for t in range(gi.shape[1]):
+        gh = torch.bmm(hs_c[:, t], w_hh_t)
+        a = gi[:, t]
+        rz = a[:, :, :2 * H].add_(gh[:, :, :2 * H]).add_(b_hh[:, :, :2 * H]).sigmoid_()
+        r, z = rz[:, :, :H], rz[:, :, H:]
+        torch.add(gh[:, :, 2 * H:], b_hh[:, :, 2 * H:], out=hn[:, t])
+        n = a[:, :, 2 * H:].addcmul_(r, hn[:, t]).tanh_()
+        torch.addcmul(n, z, hs[:, t] - n, out=hs[:, t + 1])
+        if separate:
+            hs_c[:, t + 1].copy_(hs[:, t + 1])
+
+
+def _gru_backward_steps(dy: Tensor, rzn: Tensor, hs: Tensor, hn: Tensor, w_hh_c: Tensor, dgh32: Tensor,
+                        dan_all: Tensor):
+    """The GRU's backward time loop: the hidden-side pre-activation gradients into ``dgh32``, and the n
+    gate's before ``r`` scales it into ``dan_all`` (the input side's). Shapes as in :func:`_fused_backward`."""
+    T, H = dy.shape[1], dy.shape[3]
+    dh = torch.zeros_like(dy[:, 0])
+    for step in range(T):
+        t = T - 1 - step
+        dh = dh + dy[:, t]
+        r, z, n = rzn[:, t, :, :H], rzn[:, t, :, H:2 * H], rzn[:, t, :, 2 * H:]
+        g = dgh32[:, t]
+        dn = torch.addcmul(dh, dh, z, value=-1)                       # dh * (1 - z)
+        dan = torch.addcmul(dn, dn, n * n, value=-1, out=dan_all[:, t])  # dn * (1 - n^2)
+        torch.mul(dan * hn[:, t], torch.addcmul(r, r, r, value=-1), out=g[:, :, :H])
+        torch.mul(dh * (hs[:, t] - n), torch.addcmul(z, z, z, value=-1), out=g[:, :, H:2 * H])
+        torch.mul(dan, r, out=g[:, :, 2 * H:])
+        dh = torch.bmm(g.to(w_hh_c.dtype), w_hh_c).float().addcmul_(dh, z)
+
+
 def _fused_forward(mode: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor, b_hh: Tensor,
                    dtype: torch.dtype):
     D, T, B, _ = x.shape
@@ -389,16 +445,8 @@ def _fused_forward(mode: str, x: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tenso
         saved = (hs_c, cs, acts)
     elif mode == "GRU":
         hn = hs.new_empty(D, T, B, H)  # W_hn h + b_hn, before r scales it
-        for t in range(T):
-            gh = torch.bmm(hs_c[:, t], w_hh_t)
-            a = gi[:, t]
-            rz = a[..., :2 * H].add_(gh[..., :2 * H]).add_(b_hh[..., :2 * H])
-            r, z = rz.sigmoid_().chunk(2, -1)
-            torch.add(gh[..., 2 * H:], b_hh[..., 2 * H:], out=hn[:, t])
-            n = a[..., 2 * H:].addcmul_(r, hn[:, t]).tanh_()
-            torch.addcmul(n, z, hs[:, t] - n, out=hs[:, t + 1])
-            if hs_c is not hs:
-                hs_c[:, t + 1].copy_(hs[:, t + 1])
+        with torch.jit.optimized_execution(False):  # the plain interpreter: no warm-up passes, same result
+            _script("_gru_forward_steps")(gi, w_hh_t, b_hh, hs, hs_c, hn)
         saved = (hs, hs_c, gi, hn)  # gi now holds r, z, n
     else:
         for t in range(T):
@@ -440,16 +488,8 @@ def _fused_backward(mode: str, dy: Tensor, x_c: Tensor, w_ih: Tensor, w_hh: Tens
         # the n block (no factor r), kept apart and merged once after the loop.
         dgh32 = dy.new_empty(D, T, B, G * H)
         dan_all = dy.new_empty(D, T, B, H)
-        for t in range(T - 1, -1, -1):
-            dh = dh + dy[:, t]
-            r, z, n = rzn[:, t].chunk(3, -1)
-            g_r, g_z, g_n = dgh32[:, t].chunk(3, -1)
-            dn = torch.addcmul(dh, dh, z, value=-1)                       # dh * (1 - z)
-            dan = torch.addcmul(dn, dn, n * n, value=-1, out=dan_all[:, t])  # dn * (1 - n^2)
-            torch.mul(dan * hn[:, t], torch.addcmul(r, r, r, value=-1), out=g_r)
-            torch.mul(dh * (hs[:, t] - n), torch.addcmul(z, z, z, value=-1), out=g_z)
-            torch.mul(dan, r, out=g_n)
-            dh = torch.bmm(dgh32[:, t].to(dtype), w_hh_c).float().addcmul_(dh, z)
+        with torch.jit.optimized_execution(False):
+            _script("_gru_backward_steps")(dy, rzn, hs, hn, w_hh_c, dgh32, dan_all)
         dgh = dgh32.to(dtype)
         dgi = dgh.clone()
         dgi[..., 2 * H:].copy_(dan_all)

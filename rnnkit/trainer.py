@@ -664,11 +664,12 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
            f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))
     from . import padded
 
-    if (cfg.backend == "torch" and cfg.kernel in ("auto", "native")
+    side_by_side_kernel = {"LSTM": "native", "GRU": "fused"}.get(getattr(model.rnn, "mode", None))
+    if (cfg.backend == "torch" and cfg.kernel in ("auto", side_by_side_kernel)
             and padded.directions_fit_side_by_side(model.rnn, device) and not padded.openmp_waits_briefly()):
-        log("speed: the LSTM's two directions run one after the other, since idle OpenMP threads spin long here "
-            "(torch was loaded before rnnkit, or GOMP_SPINCOUNT is high); start Python with GOMP_SPINCOUNT=10000 "
-            "to run them at once (1.2x per NSMC epoch)")
+        log(f"speed: the {cfg.cell.upper()}'s two directions run one after the other, since idle OpenMP threads "
+            "spin long here (torch was loaded before rnnkit, or GOMP_SPINCOUNT is high); start Python with "
+            "GOMP_SPINCOUNT=10000 to run them at once (1.2x per NSMC epoch for the LSTM)")
 
     pretrained = None
     if cfg.pretrain_epochs and resume is None:

@@ -219,6 +219,43 @@ def test_lstm_directions_side_by_side_equal_packed_and_repeat_bit_for_bit(two_th
     assert first.dtype == torch.bfloat16 and torch.equal(first, second)
 
 
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_gru_directions_side_by_side_on_the_fused_kernel_equal_packed_and_repeat_bit_for_bit(two_threads, monkeypatch,
+                                                                                             num_layers, amp):
+    calls = count_side_by_side(monkeypatch)
+    torch.manual_seed(0)
+    rnn = nn.GRU(5, 7, num_layers=num_layers, bidirectional=True, batch_first=True)
+    _, lengths = ragged(batch=9, max_len=12)
+    x = torch.randn(len(lengths), int(lengths.max()), 5, requires_grad=True)
+    mask = valid_mask(lengths, x.shape[1], x.device)[..., None]
+    weight = torch.randn(x.shape[0], x.shape[1], 14)
+
+    def run(side_by_side: bool):
+        monkeypatch.setattr(padded, "PARALLEL", side_by_side)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = run_padded(rnn, x, lengths, "fused").float().masked_fill(~mask, 0.0)
+        return out, torch.autograd.grad((out * weight).sum(), [x, *rnn.parameters()])
+
+    one_loop = run(False)
+    assert calls == []
+    side, again = run(True), run(True)
+    assert len(calls) == 2 * num_layers
+    assert torch.equal(side[0], again[0]) and all(torch.equal(a, b) for a, b in zip(side[1], again[1]))
+    # The same arithmetic, summed in another order (the two directions' input gradients, the GEMMs'
+    # blocking on one thread instead of two): equal to rounding.
+    tol = dict(atol=1e-2, rtol=1e-2) if amp else dict(atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(side[0], one_loop[0], **tol)
+    for a, b in zip(side[1], one_loop[1]):
+        torch.testing.assert_close(a, b, **tol)
+    if not amp:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        ref = pad_packed_sequence(rnn(packed)[0], batch_first=True)[0]
+        torch.testing.assert_close(side[0], ref, **TOL)
+        for got, want in zip(side[1], torch.autograd.grad((ref * weight).sum(), [x, *rnn.parameters()])):
+            torch.testing.assert_close(got, want, **TOL)
+
+
 def test_directions_run_one_after_the_other_where_that_is_faster(two_threads, monkeypatch):
     calls = count_side_by_side(monkeypatch)
     _, lengths = ragged()
