@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -378,8 +379,12 @@ def _script(name: str):
     TorchScript runs a time loop without Python between its small ops. Two Python loops on two threads
     mostly took turns (18.8 ms per pair against 11.9 ms for one); scripted ones overlap more (14.9 ms
     against 10.5 ms), which lets a GRU layer's directions train side by side (:class:`TwoDirections`).
+    torch 2.13 marks ``torch.jit.script`` deprecated in favour of ``torch.compile``, whose first epoch
+    here took 4.9-21.5 s to compile (docs/speed.md); the warning is silenced, the choice is deliberate.
     """
-    return torch.jit.script(globals()[name])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+        return torch.jit.script(globals()[name])
 
 
 def _gru_forward_steps(gi: Tensor, w_hh_t: Tensor, b_hh: Tensor, hs: Tensor, hs_c: Tensor, hn: Tensor):
