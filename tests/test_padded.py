@@ -183,18 +183,29 @@ def count_side_by_side(monkeypatch) -> list:
     return calls
 
 
-@pytest.mark.parametrize("num_layers", [1, 2])
-def test_lstm_directions_side_by_side_equal_packed_and_repeat_bit_for_bit(two_threads, monkeypatch, num_layers):
-    calls = count_side_by_side(monkeypatch)
+def bidirectional_case(cell, num_layers: int):
+    """A seeded bidirectional ``cell`` layer, a ragged batch ``x (9, 12, 5)``, its valid-step mask and
+    a random weighting of the outputs (for a loss that reaches every output)."""
     torch.manual_seed(0)
-    rnn = nn.LSTM(5, 7, num_layers=num_layers, bidirectional=True, batch_first=True)
+    rnn = cell(5, 7, num_layers=num_layers, bidirectional=True, batch_first=True)
     _, lengths = ragged(batch=9, max_len=12)
     x = torch.randn(len(lengths), int(lengths.max()), 5, requires_grad=True)
     mask = valid_mask(lengths, x.shape[1], x.device)[..., None]
-    weight = torch.randn(x.shape[0], x.shape[1], 14)
+    return rnn, x, lengths, mask, torch.randn(x.shape[0], x.shape[1], 14)
+
+
+def packed_reference(rnn, x, lengths, weight):
+    """The packed path's outputs and the gradients of ``(out * weight).sum()`` for ``x`` and the weights."""
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
     ref = pad_packed_sequence(rnn(packed)[0], batch_first=True)[0]
-    ref_grads = torch.autograd.grad((ref * weight).sum(), [x, *rnn.parameters()])
+    return ref, torch.autograd.grad((ref * weight).sum(), [x, *rnn.parameters()])
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_lstm_directions_side_by_side_equal_packed_and_repeat_bit_for_bit(two_threads, monkeypatch, num_layers):
+    calls = count_side_by_side(monkeypatch)
+    rnn, x, lengths, mask, weight = bidirectional_case(nn.LSTM, num_layers)
+    ref, ref_grads = packed_reference(rnn, x, lengths, weight)
 
     runs = []
     for _ in range(2):
@@ -224,12 +235,7 @@ def test_lstm_directions_side_by_side_equal_packed_and_repeat_bit_for_bit(two_th
 def test_gru_directions_side_by_side_on_the_fused_kernel_equal_packed_and_repeat_bit_for_bit(two_threads, monkeypatch,
                                                                                              num_layers, amp):
     calls = count_side_by_side(monkeypatch)
-    torch.manual_seed(0)
-    rnn = nn.GRU(5, 7, num_layers=num_layers, bidirectional=True, batch_first=True)
-    _, lengths = ragged(batch=9, max_len=12)
-    x = torch.randn(len(lengths), int(lengths.max()), 5, requires_grad=True)
-    mask = valid_mask(lengths, x.shape[1], x.device)[..., None]
-    weight = torch.randn(x.shape[0], x.shape[1], 14)
+    rnn, x, lengths, mask, weight = bidirectional_case(nn.GRU, num_layers)
 
     def run(side_by_side: bool):
         monkeypatch.setattr(padded, "PARALLEL", side_by_side)
@@ -249,10 +255,9 @@ def test_gru_directions_side_by_side_on_the_fused_kernel_equal_packed_and_repeat
     for a, b in zip(side[1], one_loop[1]):
         torch.testing.assert_close(a, b, **tol)
     if not amp:
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        ref = pad_packed_sequence(rnn(packed)[0], batch_first=True)[0]
+        ref, ref_grads = packed_reference(rnn, x, lengths, weight)
         torch.testing.assert_close(side[0], ref, **TOL)
-        for got, want in zip(side[1], torch.autograd.grad((ref * weight).sum(), [x, *rnn.parameters()])):
+        for got, want in zip(side[1], ref_grads):
             torch.testing.assert_close(got, want, **TOL)
 
 
