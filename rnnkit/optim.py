@@ -195,20 +195,26 @@ class RowAdam(torch.optim.Optimizer):
         # They fade at least as fast as fade ** (t - s): older ones would add nothing to a float64
         # sum (below 1e-300 of it), so each step touches at most `window` of them.
         log_beta1 = math.log(beta1) if beta1 > 0 else -math.inf
-        log_fade = log_beta1 - 0.5 * math.log(beta2) - math.log(decay)
-        window = min(t, int(700 / -log_fade) + 1)
+        log_r = log_beta1 - 0.5 * math.log(beta2)  # r = b1 / sqrt(b2), the slower of the two fades
+        window = min(t, int(700 / (math.log(decay) - log_r)) + 1)
         ages = torch.arange(window, 0, -1, dtype=torch.float64, device=missed.device)
         relative = log_decay[t - window:t] - log_decay[t]
         missed[t - window:t, 0] += size * torch.exp(ages * log_beta1 + relative)
-        missed[t - window:t, 1] += size * bias2_sqrt * torch.exp(ages * (log_beta1 - 0.5 * math.log(beta2)) + relative)
+        missed[t - window:t, 1] += size * bias2_sqrt * torch.exp(ages * log_r + relative)
 
     @torch.no_grad()
     def flush(self) -> None:
         """Bring every row up to date: the weights and moments dense Adam would have now."""
         for group in self.param_groups:
             for p in group["params"]:
-                self._bring(p, group, torch.arange(p.shape[0], device=p.device))
                 self._commit(p)
+                state = self.state.get(p)
+                if not state or "last" not in state:
+                    continue  # no step yet: nothing deferred
+                behind = torch.nonzero(state["last"] < int(state["step"])).squeeze(1)
+                if len(behind):  # only those: a second flush (the checkpoint's) copies nothing
+                    self._bring(p, group, behind)
+                    self._commit(p)
 
     def state_dict(self) -> dict:
         self.flush()

@@ -144,7 +144,10 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
 
 
 PARALLEL = True
-"""Run a bidirectional LSTM layer's two directions at once on CPU (see :class:`TwoDirections`)."""
+"""Run a bidirectional LSTM or GRU layer's two directions at once on CPU (see :class:`TwoDirections`)."""
+
+SIDE_BY_SIDE_KERNEL = {"LSTM": "native", "GRU": "fused"}
+"""The kernel on which each cell's directions run at once: oneDNN's LSTM, the fused GRU."""
 
 
 def openmp_waits_briefly() -> bool:
@@ -180,7 +183,7 @@ def parallel_directions(rnn: nn.RNNBase, x: Tensor, kernel: str) -> bool:
     Only in training: for one review at a time (``explain``, ``serve``) it gained nothing at the
     median and now and then stalled for 0.4-1.3 s, where one after the other never took over 0.1 s.
     """
-    return (rnn.training and kernel == {"LSTM": "native", "GRU": "fused"}.get(rnn.mode)
+    return (rnn.training and kernel == SIDE_BY_SIDE_KERNEL.get(rnn.mode)
             and directions_fit_side_by_side(rnn, x.device) and openmp_waits_briefly()
             and not torch.jit.is_tracing() and not torch.jit.is_scripting()
             and not torch.compiler.is_compiling())

@@ -664,8 +664,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
            f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))
     from . import padded
 
-    side_by_side_kernel = {"LSTM": "native", "GRU": "fused"}.get(getattr(model.rnn, "mode", None))
-    if (cfg.backend == "torch" and cfg.kernel in ("auto", side_by_side_kernel)
+    if (cfg.backend == "torch" and cfg.kernel in ("auto", padded.SIDE_BY_SIDE_KERNEL.get(model.rnn.mode))
             and padded.directions_fit_side_by_side(model.rnn, device) and not padded.openmp_waits_briefly()):
         log(f"speed: the {cfg.cell.upper()}'s two directions run one after the other, since idle OpenMP threads "
             "spin long here (torch was loaded before rnnkit, or GOMP_SPINCOUNT is high); start Python with "
