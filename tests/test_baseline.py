@@ -7,7 +7,7 @@ import sys
 import pytest
 
 import rnnkit
-from rnnkit.baseline import compare_line, fit_baseline
+from rnnkit.baseline import WORD_PATTERN, char_wb_counts, compare_line, fit_baseline, word_counts
 from rnnkit.data import Examples, Splits
 from rnnkit.errors import RnnkitError
 
@@ -58,6 +58,81 @@ def test_bad_labels_and_empty_data_are_one_line_errors():
     empty = Splits(Examples(["", ""], ["a", "b"]), Examples([""], ["a"]), Examples())
     with pytest.raises(RnnkitError, match="no n-grams"):
         fit_baseline(empty)
+
+
+def _sklearn_counts(texts, longest, min_df):
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    vectorizer = CountVectorizer(analyzer="char_wb", ngram_range=(1, longest), min_df=min_df, dtype=np.float32)
+    mats = {"train": vectorizer.fit_transform(texts["train"])}
+    mats.update({s: vectorizer.transform(texts[s]) for s in texts if s != "train"})
+    return mats, [len(n) for n in vectorizer.get_feature_names_out()]
+
+
+@pytest.mark.parametrize("longest,min_df", [(5, 1), (5, 2), (3, 2), (1, 1)])
+def test_char_counts_equal_scikit_learn(longest, min_df):
+    """The vectorized n-gram counter gives scikit-learn's matrices: values, columns and column order."""
+    import random
+
+    rng = random.Random(longest * 10 + min_df)
+    # Short and long words, Hangul, accents, case that lowercases to two characters (İ), emoji, NUL,
+    # and every kind of whitespace str.split() knows, in runs.
+    pieces = ["a", "ab", "abc", "abcdefg", "영화", "재밌어요", "é", "e\u0301", "İstanbul", "ΣΑΣ", "🙂🙂", "x\x00y",
+              "_", "12", "!!", "ㅋㅋㅋ"]
+    spaces = [" ", "  ", "\t", "\n", "\u3000", "\xa0", "\u2009 "]
+
+    def doc():
+        words = rng.choices(pieces, k=rng.randint(0, 6))
+        return rng.choice(["", " "]) + "".join(w + rng.choice(spaces) for w in words)[:-1 or None]
+
+    texts = {"train": [doc() for _ in range(300)] + ["", "   "], "val": [doc() for _ in range(50)] + ["zzz 囧"],
+             "test": [doc() for _ in range(50)]}
+    mats, lengths = char_wb_counts(texts, longest, min_df)
+    ref, ref_lengths = _sklearn_counts(texts, longest, min_df)
+    assert list(lengths) == ref_lengths
+    for split in texts:
+        assert mats[split].shape == ref[split].shape and mats[split].dtype == ref[split].dtype
+        assert (mats[split] != ref[split]).nnz == 0
+        assert mats[split].has_sorted_indices
+
+
+def test_word_counts_equal_scikit_learn():
+    import random
+
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    rng = random.Random(3)
+    # Words that are prefixes of others (a, ab, a_b), digits, Hangul, punctuation that splits words.
+    vocab = ["a", "ab", "abc", "a_b", "b", "영화", "영화관", "x1", "1", "don't", "e-mail", "Ça", "...", "ΣΑΣ"]
+    texts = {s: [" ".join(rng.choices(vocab, k=rng.randint(0, 8))) for _ in range(n)]
+             for s, n in (("train", 300), ("val", 40), ("test", 40))}
+    texts["val"].append("unseen words only")
+    for min_df in (1, 2):
+        mats = word_counts(texts, min_df)
+        vectorizer = CountVectorizer(analyzer="word", token_pattern=WORD_PATTERN, ngram_range=(1, 2),
+                                     min_df=min_df, dtype=np.float32)
+        ref = {"train": vectorizer.fit_transform(texts["train"])}
+        ref.update({s: vectorizer.transform(texts[s]) for s in ("val", "test")})
+        for split in texts:
+            assert mats[split].shape == ref[split].shape and (mats[split] != ref[split]).nnz == 0
+    assert word_counts({"train": ["", "!!"], "val": ["a"]}) is None
+
+
+def test_char_counts_leave_what_they_cannot_do_to_scikit_learn():
+    many = "".join(chr(0x4E00 + i) for i in range(5000))  # 5,000 characters: 13 bits each, 65 bits at 5-grams
+    assert char_wb_counts({"train": [many], "val": ["a"]}, 5) is None
+    assert char_wb_counts({"train": [many], "val": ["a"]}, 4) is not None
+    assert char_wb_counts({"train": ["bad \udc80 text"], "val": ["a"]}, 3) is None  # a lone surrogate
+    assert char_wb_counts({"train": ["ab", ""], "val": ["a"]}, 3, min_df=2) is None  # nothing in two documents
+    assert char_wb_counts({"train": ["", " "], "val": ["a"]}, 3) is None
+    # fit_baseline then counts with scikit-learn and still works.
+    rows = make_rows(40)
+    texts = [t + " \udc80" for t, _ in rows]
+    result = fit_baseline(Splits(Examples(texts[:60], [y for _, y in rows[:60]]),
+                                 Examples(texts[60:], [y for _, y in rows[60:]]), Examples()))
+    assert result["val"]["accuracy"] > 0.5
 
 
 def test_compare_line_states_the_margin():
