@@ -138,7 +138,7 @@ def word_counts(texts: dict[str, Sequence[str]], min_df: int = 1):
     rank[[number[w] for w in sorted(number)]] = np.arange(len(number))
     n_docs = [len(texts[s]) for s in names]
     per_doc = np.fromiter(map(len, docs_words), dtype=np.int64, count=len(docs_words))
-    doc_of = torch.from_numpy(np.repeat(np.arange(len(docs_words)), per_doc))
+    doc_of = torch.from_numpy(np.repeat(np.arange(len(docs_words), dtype=np.int32), per_doc))
     ranks = torch.from_numpy(rank[ids])
     width = len(number) + 1
     pairs = doc_of[1:] == doc_of[:-1]  # word i and i + 1 in the same document
@@ -180,7 +180,7 @@ def char_wb_counts(texts: dict[str, Sequence[str]], longest: int, min_df: int = 
     starts, ends = spaces[0::2], spaces[1::2] + 1
     room = torch.repeat_interleave(ends, ends - starts) - torch.arange(size)  # characters left in the word
     n_docs = [len(texts[s]) for s in names]
-    doc_of = torch.repeat_interleave(torch.arange(sum(n_docs)), torch.tensor([len(p) for p in padded]))
+    doc_of = torch.repeat_interleave(torch.arange(sum(n_docs), dtype=torch.int32), torch.tensor([len(p) for p in padded]))
     key = torch.zeros(size, dtype=torch.int64)
     keys, docs = [], []
     for n in range(1, longest + 1):
@@ -190,7 +190,9 @@ def char_wb_counts(texts: dict[str, Sequence[str]], longest: int, min_df: int = 
         valid = (room[:size - n + 1] >= n).nonzero().squeeze(1)
         keys.append(key[valid])
         docs.append(doc_of[valid])
-    counted = _key_counts(torch.cat(keys), torch.cat(docs), n_docs, names, min_df)
+    del ids, room, key
+    keys, docs = torch.cat(keys), torch.cat(docs)  # (the lists go: peak memory is what counts here)
+    counted = _key_counts(keys, docs, n_docs, names, min_df)
     if counted is None:
         return None
     mats, vocab = counted
