@@ -180,7 +180,8 @@ def char_wb_counts(texts: dict[str, Sequence[str]], longest: int, min_df: int = 
     starts, ends = spaces[0::2], spaces[1::2] + 1
     room = torch.repeat_interleave(ends, ends - starts) - torch.arange(size)  # characters left in the word
     n_docs = [len(texts[s]) for s in names]
-    doc_of = torch.repeat_interleave(torch.arange(sum(n_docs), dtype=torch.int32), torch.tensor([len(p) for p in padded]))
+    doc_of = torch.repeat_interleave(torch.arange(sum(n_docs), dtype=torch.int32),
+                                     torch.tensor([len(p) for p in padded]))
     key = torch.zeros(size, dtype=torch.int64)
     keys, docs = [], []
     for n in range(1, longest + 1):
