@@ -215,12 +215,12 @@ def fit_baseline(splits: Splits, labels: Optional[Sequence[str]] = None,
          "seconds": float, "settings": {"features", "C", "min_df"},
          "tried": [{"features", "C", "val_accuracy"}, ...]}
     """
+    started = time.perf_counter()  # scikit-learn's import counts: a run pays it (1.5 s warm, 7+ s from a cold disk)
     from scipy import sparse
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
     from sklearn.svm import LinearSVC
 
-    started = time.perf_counter()
     if len(splits.train) == 0 or len(splits.val) == 0:
         raise RnnkitError("the linear baseline needs train and val examples; give both splits or use --no-baseline")
     if labels is None:
