@@ -20,8 +20,8 @@ surnames and about half a minute on NSMC's 150,000 reviews):
 The counts are taken once at the longest n-gram length and cut down by column, so
 trying three lengths costs one pass over the text. They are scikit-learn's
 ``CountVectorizer`` matrices, computed without its Python loop over every n-gram
-(:func:`char_wb_counts`, :func:`word_counts`): on NSMC counting took 8 s instead of 30. Texts go through the run's own
-normalization (``Tokenizer.prepare``: NFC, lowercase, repeat squeezing) first; the
+(:func:`char_wb_counts`, :func:`word_counts`): on NSMC counting took 8 s instead of 30.
+Texts go through the run's own normalization (``Tokenizer.prepare``: NFC, lowercase, repeat squeezing) first; the
 n-grams need no tokenizer, so this works for every language rnnkit reads.
 scikit-learn is imported here only, so ``import rnnkit`` stays light.
 """
@@ -155,7 +155,8 @@ def char_wb_counts(texts: dict[str, Sequence[str]], longest: int, min_df: int = 
     The same matrices (values, columns and their order) as scikit-learn. Each n-gram becomes one
     integer: its characters' ranks in the corpus alphabet, first character in the highest bits and
     unused places zero, so integer order is scikit-learn's string order. The array work runs in torch,
-    whose ``unique`` and ``searchsorted`` measured 2-4x faster than numpy's here. Returns None where
+    whose ``unique`` (with the inverse) and ``searchsorted`` took 1.5 s and 1.1 s on 30M keys against
+    numpy's 10.6 s and 4.4 s. Returns None where
     the integer does not fit in 63 bits (an alphabet of more than ``2**(63 // longest) - 1``
     characters: 4,095 at 5-grams), the text holds lone surrogates, or no n-gram is left after
     ``min_df``; the caller then counts with scikit-learn.
