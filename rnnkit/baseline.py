@@ -21,8 +21,9 @@ The counts are taken once at the longest n-gram length and cut down by column, s
 trying three lengths costs one pass over the text. They are scikit-learn's
 ``CountVectorizer`` matrices, computed without its Python loop over every n-gram
 (:func:`char_wb_counts`, :func:`word_counts`): on NSMC counting took 8 s instead of 30.
-Texts go through the run's own normalization (``Tokenizer.prepare``: NFC, lowercase, repeat squeezing) first; the
-n-grams need no tokenizer, so this works for every language rnnkit reads.
+Texts go through the run's own normalization (``Tokenizer.prepare``: NFC, lowercase,
+repeat squeezing) first; the n-grams need no tokenizer, so this works for every
+language rnnkit reads.
 scikit-learn is imported here only, so ``import rnnkit`` stays light.
 """
 
