@@ -98,16 +98,8 @@ def _key_counts(keys, docs, n_docs: list[int], names: list[str], min_df: int):
     if not kept.any():
         return None
     if not kept.all():
-        from scipy import sparse
-
-        take = kept[train.indices]
-        rows = np.repeat(np.arange(n_docs[0]), np.diff(train.indptr))[take]
-        indptr = np.zeros(n_docs[0] + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_docs[0]), out=indptr[1:])
         vocab = vocab[torch.from_numpy(kept)]
-        # The renumbering is monotone, so each row's columns stay sorted.
-        train = sparse.csr_matrix((train.data[take], (np.cumsum(kept) - 1)[train.indices[take]], indptr),
-                                  shape=(n_docs[0], len(vocab)))
+        train = train[:, kept]  # scipy keeps each row's columns in order: the selection is monotone
     mats = {names[0]: train}
     for i, s in enumerate(names[1:], start=1):
         mine = (docs >= int(bounds[i])) & (docs < int(bounds[i + 1]))
