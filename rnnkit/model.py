@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .calibration import probabilities
 from .config import KERNELS, POOLINGS
 from .errors import RnnkitError
-from .padded import column_gather, last_state, run_padded, valid_mask  # noqa: F401 (column_gather: public here)
+from .padded import column_gather, last_state, pool, run_padded, valid_mask  # noqa: F401 (column_gather: public here)
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
@@ -221,15 +221,9 @@ class SequenceClassifier(nn.Module):
         out, last = self._outputs(ids, lengths, embedded)
         if self.pooling == "last":
             return last if last is not None else last_state(out, lengths, self.rnn.bidirectional)
-        mask = valid_mask(lengths, ids.shape[1], ids.device)
         if self.pooling in ("max", "mean", "maxmean"):
-            parts = []
-            if self.pooling != "mean":
-                parts.append(out.masked_fill(~mask[..., None], float("-inf")).amax(dim=1))
-            if self.pooling != "max":
-                summed = out.masked_fill(~mask[..., None], 0.0).sum(dim=1)
-                parts.append(summed / lengths.to(out.device, out.dtype)[:, None])
-            return torch.cat(parts, dim=-1)
+            return pool(out, lengths, self.pooling)
+        mask = valid_mask(lengths, ids.shape[1], ids.device)
         scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return torch.bmm(weights.unsqueeze(1), out).squeeze(1)

@@ -68,7 +68,31 @@ def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
     B, T, F = x.shape
     source = reversed_steps(lengths, T, x.device)
     rows = (source + torch.arange(B, device=x.device).unsqueeze(1) * T).reshape(-1)
+    if x.requires_grad and torch.is_grad_enabled() and not _tracing():
+        return _Involution.apply(x, rows)
     return x.reshape(B * T, F).index_select(0, rows).view(B, T, F)
+
+
+class _Involution(torch.autograd.Function):
+    """``x``'s ``B*T`` rows permuted by ``rows``, a map that is its own inverse, so the gradient goes back
+    through the same ``index_select``. autograd's own backward of ``index_select`` is a zero-fill and a
+    ``scatter_add``: 2x slower on an NSMC batch of embeddings (1.0 against 0.5 ms, forward + backward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rows: Tensor) -> Tensor:
+        ctx.save_for_backward(rows)
+        B, T, F = x.shape
+        return x.reshape(B * T, F).index_select(0, rows).view(B, T, F)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (rows,) = ctx.saved_tensors
+        B, T, F = grad.shape
+        return grad.reshape(B * T, F).index_select(0, rows).view(B, T, F), None
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling()
 
 
 def column_gather(outputs: Tensor, lengths: Tensor) -> Tensor:
@@ -84,6 +108,59 @@ def column_gather(outputs: Tensor, lengths: Tensor) -> Tensor:
 def valid_mask(lengths: Tensor, seq_len: int, device) -> Tensor:
     """``(B, T)`` bool, True at each row's valid steps."""
     return torch.arange(seq_len, device=device).unsqueeze(0) < lengths.to(device).unsqueeze(1)
+
+
+def pool(out: Tensor, lengths: Tensor, how: str) -> Tensor:
+    """Max, mean or both (``"maxmean"``, max first) over each row's valid steps of ``out (B, T, H)``.
+
+    Returns ``(B, H)``, or ``(B, 2H)`` for ``maxmean``; padded steps count for nothing. In training
+    the backward is written by hand (:class:`_Pool`): it sends each max's gradient to the step that
+    held it and spreads the mean's over the valid steps as one batched outer product. autograd's
+    ``amax`` and masked sum took 7.3-8.4 ms forward + backward on an NSMC batch (128 x 25 x 320),
+    this 4.2-4.8 ms. Where several steps tie for a row's max, the whole gradient goes to one of
+    them (``amax`` would split it): either is a valid gradient, and ties need equal values.
+    """
+    mask = valid_mask(lengths, out.shape[1], out.device)
+    if out.requires_grad and torch.is_grad_enabled() and not _tracing():
+        return _Pool.apply(out, mask, lengths, how)
+    return _pool_forward(out, mask, lengths, how)[0]
+
+
+def _pool_forward(out: Tensor, mask: Tensor, lengths: Tensor, how: str):
+    """:func:`pool`'s values and, for the max, the step each came from ``(B, H)`` (else None)."""
+    parts, where = [], None
+    if how != "mean":
+        top, where = out.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(dim=1)
+        parts.append(top)
+    if how != "max":
+        # the sum over valid steps as (B, 1, T) 0/1 weights @ out, in out's own dtype (not autocast's)
+        with torch.autocast(out.device.type, enabled=False):
+            summed = torch.bmm(mask.to(out.dtype).unsqueeze(1), out).squeeze(1)
+        parts.append(summed / lengths.to(out.device, out.dtype).unsqueeze(1))
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)), where
+
+
+class _Pool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, out: Tensor, mask: Tensor, lengths: Tensor, how: str) -> Tensor:
+        pooled, where = _pool_forward(out, mask, lengths, how)
+        ctx.how, ctx.shape = how, out.shape
+        ctx.save_for_backward(mask, lengths.to(out.device), where)
+        return pooled
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        mask, lengths, where = ctx.saved_tensors
+        B, T, H = ctx.shape
+        g_max = grad[:, :H] if ctx.how != "mean" else None
+        if ctx.how != "max":
+            g_mean = grad[:, -H:] / lengths.to(grad.dtype).unsqueeze(1)
+            d_out = torch.bmm(mask.to(grad.dtype).unsqueeze(2), g_mean.unsqueeze(1))  # (B, T, 1) @ (B, 1, H)
+        else:
+            d_out = grad.new_zeros(B, T, H)
+        if g_max is not None:
+            d_out.scatter_add_(1, where.unsqueeze(1), g_max.unsqueeze(1))
+        return d_out, None, None, None
 
 
 def choose_kernel(kernel: str, rnn: nn.RNNBase, x: Tensor) -> str:
@@ -185,8 +262,7 @@ def parallel_directions(rnn: nn.RNNBase, x: Tensor, kernel: str) -> bool:
     """
     return (rnn.training and kernel == SIDE_BY_SIDE_KERNEL.get(rnn.mode)
             and directions_fit_side_by_side(rnn, x.device) and openmp_waits_briefly()
-            and not torch.jit.is_tracing() and not torch.jit.is_scripting()
-            and not torch.compiler.is_compiling())
+            and not _tracing())
 
 
 class TwoDirections(torch.autograd.Function):
