@@ -114,11 +114,10 @@ def pool(out: Tensor, lengths: Tensor, how: str) -> Tensor:
     """Max, mean or both (``"maxmean"``, max first) over each row's valid steps of ``out (B, T, H)``.
 
     Returns ``(B, H)``, or ``(B, 2H)`` for ``maxmean``; padded steps count for nothing. In training
-    the backward is written by hand (:class:`_Pool`): it sends each max's gradient to the step that
-    held it and spreads the mean's over the valid steps as one batched outer product. autograd's
-    ``amax`` and masked sum took 7.3-8.4 ms forward + backward on an NSMC batch (128 x 25 x 320),
-    this 4.2-4.8 ms. Where several steps tie for a row's max, the whole gradient goes to one of
-    them (``amax`` would split it): either is a valid gradient, and ties need equal values.
+    the backward is written by hand (:class:`_Pool`) and gives autograd's gradient (a max's gradient
+    split evenly between the steps that tie for it, the mean's spread over the valid steps) in fewer
+    passes over ``out``: the mean's part is one batched outer product, and nothing is masked twice.
+    An NSMC batch (128 x 25 x 320), forward + backward: 5.2-5.9 ms against 7.6-8.4 ms for autograd's.
     """
     mask = valid_mask(lengths, out.shape[1], out.device)
     if out.requires_grad and torch.is_grad_enabled() and not _tracing():
@@ -127,39 +126,41 @@ def pool(out: Tensor, lengths: Tensor, how: str) -> Tensor:
 
 
 def _pool_forward(out: Tensor, mask: Tensor, lengths: Tensor, how: str):
-    """:func:`pool`'s values and, for the max, the step each came from ``(B, H)`` (else None)."""
-    parts, where = [], None
+    """:func:`pool`'s values, and for the max ``out`` with padding at -inf and the maxima (else None)."""
+    parts, filled, top = [], None, None
     if how != "mean":
-        top, where = out.masked_fill(~mask.unsqueeze(-1), float("-inf")).max(dim=1)
+        filled = out.masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        top = filled.amax(dim=1)
         parts.append(top)
     if how != "max":
         # the sum over valid steps as (B, 1, T) 0/1 weights @ out, in out's own dtype (not autocast's)
         with torch.autocast(out.device.type, enabled=False):
             summed = torch.bmm(mask.to(out.dtype).unsqueeze(1), out).squeeze(1)
         parts.append(summed / lengths.to(out.device, out.dtype).unsqueeze(1))
-    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)), where
+    return (parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)), filled, top
 
 
 class _Pool(torch.autograd.Function):
     @staticmethod
     def forward(ctx, out: Tensor, mask: Tensor, lengths: Tensor, how: str) -> Tensor:
-        pooled, where = _pool_forward(out, mask, lengths, how)
+        pooled, filled, top = _pool_forward(out, mask, lengths, how)
         ctx.how, ctx.shape = how, out.shape
-        ctx.save_for_backward(mask, lengths.to(out.device), where)
+        ctx.save_for_backward(mask, lengths.to(out.device), filled, top)
         return pooled
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        mask, lengths, where = ctx.saved_tensors
+        mask, lengths, filled, top = ctx.saved_tensors
         B, T, H = ctx.shape
-        g_max = grad[:, :H] if ctx.how != "mean" else None
         if ctx.how != "max":
             g_mean = grad[:, -H:] / lengths.to(grad.dtype).unsqueeze(1)
             d_out = torch.bmm(mask.to(grad.dtype).unsqueeze(2), g_mean.unsqueeze(1))  # (B, T, 1) @ (B, 1, H)
         else:
             d_out = grad.new_zeros(B, T, H)
-        if g_max is not None:
-            d_out.scatter_add_(1, where.unsqueeze(1), g_max.unsqueeze(1))
+        if ctx.how != "mean":
+            hit = filled == top.unsqueeze(1)  # the steps that hold the max; ties share its gradient
+            share = grad[:, :H] / hit.sum(dim=1).to(grad.dtype)
+            d_out.addcmul_(hit, share.unsqueeze(1))
         return d_out, None, None, None
 
 

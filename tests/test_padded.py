@@ -114,6 +114,42 @@ def test_lstm_projection_classifier_padded_equals_packed(backend):
             torch.testing.assert_close(a, b, **TOL)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("how", ["max", "mean", "maxmean"])
+def test_pool_gives_autograds_values_and_gradient_with_ties(how, dtype):
+    """The hand-written pooling backward: a max tied between steps shares its gradient, as autograd's amax does;
+    padding gets none; the values are autograd's masked amax / mean."""
+    _, lengths = ragged(batch=7, max_len=6)
+    out = torch.randn(7, 6, 5).to(dtype)
+    out[:, 2] = out[:, 0]  # ties at every row long enough to hold step 2
+    out[0, 4:] = 100.0  # a large value in row 0's padding (its length is below 4) must not win the max
+    lengths[0] = 3
+    mask = valid_mask(lengths, 6, "cpu")[..., None]
+    grad = torch.randn(7, 10 if how == "maxmean" else 5).to(dtype)
+
+    def by_autograd(x):
+        parts = []
+        if how != "mean":
+            parts.append(x.masked_fill(~mask, float("-inf")).amax(dim=1))
+        if how != "max":
+            parts.append(x.masked_fill(~mask, 0.0).sum(dim=1) / lengths.to(dtype)[:, None])
+        return torch.cat(parts, dim=-1)
+
+    results = []
+    for fn in (by_autograd, lambda x: padded.pool(x, lengths, how)):
+        x = out.clone().requires_grad_(True)
+        y = fn(x)
+        y.backward(grad)
+        results.append((y.float(), x.grad.float()))
+    (want_y, want_g), (got_y, got_g) = results
+    tol = TOL if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(got_y, want_y, **tol)
+    torch.testing.assert_close(got_g, want_g, **tol)
+    assert not got_g[~mask.expand_as(got_g)].any(), "padding got a gradient"
+    with torch.no_grad():
+        torch.testing.assert_close(padded.pool(out, lengths, how).float(), want_y, **tol)
+
+
 def test_padding_past_the_longest_row_changes_nothing():
     model = SequenceClassifier(30, 3, cell="gru", embedding_dim=6, hidden_size=5, kernel="fused").eval()
     ids, lengths = ragged()
