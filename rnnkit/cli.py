@@ -621,8 +621,8 @@ def main() -> None:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     finally:
-        # The interpreter's last garbage collections walk every object torch and friends made:
-        # 0.63-0.70 s of every command's exit, 0.14-0.15 s with them frozen. Nothing runs after this.
+        # The interpreter's shutdown collections walk every object torch and friends made: 0.61-0.93 s
+        # of every command's exit, 0.17-0.24 s with them frozen. Only the shutdown itself comes after this.
         gc.freeze()
 
 

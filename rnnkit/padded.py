@@ -75,8 +75,8 @@ def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
 
 class _Involution(torch.autograd.Function):
     """``x``'s ``B*T`` rows permuted by ``rows``, a map that is its own inverse, so the gradient goes back
-    through the same ``index_select``. autograd's own backward of ``index_select`` is a zero-fill and a
-    ``scatter_add``: 2x slower on an NSMC batch of embeddings (1.0 against 0.5 ms, forward + backward)."""
+    through the same ``index_select`` instead of autograd's zero-fill and ``scatter_add``. On an NSMC batch of
+    embeddings, forward + backward: 0.46-0.54 ms against 0.41-1.06 ms; in whole steps, within the noise."""
 
     @staticmethod
     def forward(ctx, x: Tensor, rows: Tensor) -> Tensor:
@@ -141,6 +141,8 @@ def _pool_forward(out: Tensor, mask: Tensor, lengths: Tensor, how: str):
 
 
 class _Pool(torch.autograd.Function):
+    """:func:`pool` in training: the forward saves the -inf-padded outputs and the maxima for the backward."""
+
     @staticmethod
     def forward(ctx, out: Tensor, mask: Tensor, lengths: Tensor, how: str) -> Tensor:
         pooled, filled, top = _pool_forward(out, mask, lengths, how)
