@@ -14,8 +14,8 @@ from typing import List, Optional
 
 import typer
 
+from .config import EXPLAIN_MAX_STEPS as MAX_STEPS, EXPLAIN_STEPS as DEFAULT_STEPS
 from .errors import RnnkitError
-from .explain import DEFAULT_STEPS, MAX_STEPS
 
 app = typer.Typer(
     add_completion=False,

@@ -34,18 +34,14 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from .config import EXPLAIN_MAX_STEPS as MAX_STEPS, EXPLAIN_STEPS as DEFAULT_STEPS  # noqa: F401 (public here)
 from .errors import RnnkitError
 
 METHODS = ("ig", "occlusion")
-DEFAULT_STEPS = 16
-"""Points of the first pass. 16 rather than 32: on NSMC reviews 89% already meet the tolerance, the
-rest are refined, and the mean review costs 1.4x less (BENCHMARKS.md, "Explanations")."""
 SCALE_FLOOR = 0.01
 """Scores (in probability) below this are drawn faint however the text's other scores compare."""
 CHUNK = 64
 """Rows per forward pass: bounds memory on long texts (occlusion has one row per token)."""
-MAX_STEPS = 512
-"""The most points IG puts on the path of one text."""
 TOLERANCE = 0.02
 
 

@@ -233,3 +233,10 @@ def test_main_freezes_the_heap_before_the_interpreter_exits(monkeypatch):
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_cli_module_imports_no_torch():
+    """`rnnkit --help` and the one-line errors should not wait 1-3 s for torch."""
+    code = "import sys, rnnkit.cli; bad = [m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out

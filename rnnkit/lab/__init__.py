@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import RnnkitError
-from ..run import atomic_write_json
 
 EXPERIMENTS = {
     "basics": "Tensor shapes in nn.RNN, and the last output equals h_n",
@@ -50,7 +49,9 @@ def run_experiment(name: str, out: str | Path, quick: bool = False, seed: int = 
         raise RnnkitError(f"--out {out} is a file; give a folder for the lab results")
     out.mkdir(parents=True, exist_ok=True)
     module = importlib.import_module(f"{__name__}.{name}")
-    import torch
+    import torch  # here, not at the top: `rnnkit --help` imports this package and should not wait for torch
+
+    from ..run import atomic_write_json
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
