@@ -34,7 +34,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from .config import EXPLAIN_MAX_STEPS as MAX_STEPS, EXPLAIN_STEPS as DEFAULT_STEPS  # noqa: F401 (public here)
+from .config import EXPLAIN_MAX_STEPS as MAX_STEPS, EXPLAIN_STEPS as DEFAULT_STEPS
 from .errors import RnnkitError
 
 METHODS = ("ig", "occlusion")
