@@ -158,7 +158,6 @@ def train(
     set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
 ):
     from .config import resolve_config
-    from .trainer import train as run_training
 
     flags = {
         "dataset": dataset, "data_dir": data_dir, "out": out, "cell": cell, "backend": backend, "pooling": pooling, "head": head,
@@ -180,9 +179,13 @@ def train(
         if extra or config:
             raise RnnkitError(f"--resume continues a run with its saved config; only {', '.join(sorted(allowed))} "
                               f"may change (got {', '.join(sorted(extra)) or '--config'})")
+        from .trainer import train as run_training
+
         run_training(resume=resume, **flags)
         return
-    cfg = resolve_config(config, flags)
+    cfg = resolve_config(config, flags).validate()  # train() checks again; here a bad setting fails before torch loads
+    from .trainer import train as run_training
+
     if dataset is None and config is None:
         typer.echo(f"data: no --dataset given: training on the built-in '{cfg.dataset}' dataset "
                    "(rnnkit datasets lists the others; --dataset FILE trains on yours)", err=True)

@@ -240,3 +240,13 @@ def test_cli_module_imports_no_torch():
     code = "import sys, rnnkit.cli; bad = [m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]", out
+
+
+def test_a_bad_setting_fails_before_torch_loads():
+    """An absurd hyper-parameter is a one-line error at once, not after 2 s of importing torch."""
+    code = ("import sys\nsys.argv = ['rnnkit', 'train', '--dataset', 'surnames', '--lr', '-1']\n"
+            "from rnnkit import cli\ntry:\n    cli.main()\nexcept SystemExit as e:\n    code = e.code\n"
+            "print(code, 'torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.stdout.split() == ["2", "False"], run.stdout + run.stderr
+    assert run.stderr.strip().count("\n") == 0 and "lr" in run.stderr
