@@ -65,11 +65,17 @@ def reverse_within_length(x: Tensor, lengths: Tensor) -> Tensor:
     The map is its own inverse: applied to a reversed tensor it restores the original. One
     ``index_select`` over the ``B*T`` rows (3x cheaper forward + backward than ``gather``).
     """
-    B, T, F = x.shape
+    B, T, _ = x.shape
     source = reversed_steps(lengths, T, x.device)
     rows = (source + torch.arange(B, device=x.device).unsqueeze(1) * T).reshape(-1)
     if x.requires_grad and torch.is_grad_enabled() and not _tracing():
         return _Involution.apply(x, rows)
+    return _take_rows(x, rows)
+
+
+def _take_rows(x: Tensor, rows: Tensor) -> Tensor:
+    """The ``B*T`` rows of ``x (B, T, F)`` in the order ``rows`` gives, as ``(B, T, F)``."""
+    B, T, F = x.shape
     return x.reshape(B * T, F).index_select(0, rows).view(B, T, F)
 
 
@@ -81,14 +87,12 @@ class _Involution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, rows: Tensor) -> Tensor:
         ctx.save_for_backward(rows)
-        B, T, F = x.shape
-        return x.reshape(B * T, F).index_select(0, rows).view(B, T, F)
+        return _take_rows(x, rows)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (rows,) = ctx.saved_tensors
-        B, T, F = grad.shape
-        return grad.reshape(B * T, F).index_select(0, rows).view(B, T, F), None
+        return _take_rows(grad, rows), None
 
 
 def _tracing() -> bool:
