@@ -557,6 +557,9 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
             elif run_dir is not None and run_dir.exists():
                 log(f"stopped before the first epoch ended: nothing to resume; delete {run_dir} and start again")
             raise
+        finally:
+            if where.get("baseline") is not None:  # a fit still running beside a failed run
+                where["baseline"].cancel()
 
 
 def _quiet(msg: str) -> None:
@@ -565,7 +568,8 @@ def _quiet(msg: str) -> None:
 
 def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Callable[[str], None],
            world: World, device: torch.device, where: Optional[dict] = None) -> Run:
-    """The training run behind :func:`train`; ``where["run_dir"]`` is set as soon as the folder is known."""
+    """The training run behind :func:`train`; ``where["run_dir"]`` is set as soon as the folder is known,
+    ``where["baseline"]`` to the :class:`~rnnkit.baseline.BaselineJob` while one runs."""
     if cfg.amp != "off" and device.type != "cuda":
         raise RnnkitError(f"amp={cfg.amp} needs a CUDA device (this run uses {device}); "
                           "drop --set amp or train with --device cuda")
@@ -577,6 +581,14 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         raise RnnkitError(f"batch_size {cfg.batch_size} is smaller than the {world.size} processes; "
                           f"use --batch-size {world.size} or more (it is the global batch)")
     mine: dict = {}  # what rank 0's setup keeps for itself
+
+    def start_baseline() -> None:
+        from .baseline import BaselineJob
+
+        mine["baseline"] = BaselineJob(mine["splits"], mine["vectorizer"].labels.tokens,
+                                       mine["vectorizer"].tokenizer.prepare, log)
+        if where is not None:
+            where["baseline"] = mine["baseline"]
 
     def setup() -> dict:
         """Rank 0: data, vectorizer and the run folder (everything that can fail on user input)."""
@@ -595,10 +607,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         if resume is None and not cfg.out:  # a given --out was checked above
             runio.check_out_folder(run_dir)
         if cfg.baseline and resume is None:  # a resumed run has it in its checkpoint
-            from .baseline import fit_baseline
-
-            mine["baseline"] = fit_baseline(mine["splits"], mine["vectorizer"].labels.tokens,
-                                            mine["vectorizer"].tokenizer.prepare, log)
+            start_baseline()
         return {"vectorizer": mine["vectorizer"].to_dict() if world.enabled else None, "run_dir": str(run_dir),
                 "choices": choices}
 
@@ -683,8 +692,17 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     loop = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
     if pretrained is not None:
         loop["pretrain"] = pretrained
-    if "baseline" in mine:
-        loop["baseline"] = mine["baseline"]
+
+    def collect_baseline(wait: bool) -> None:
+        """Rank 0: the baseline's result into ``loop`` (and so into checkpoints) once it is there."""
+        job = mine.get("baseline")
+        if job is not None and (wait or job.done()):
+            del mine["baseline"]
+            result = job.result()
+            if result is not None:
+                loop["baseline"] = result
+
+    collect_baseline(wait=False)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     average = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
     if resume is not None:
@@ -693,6 +711,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         if average is not None:
             average.steps = loop.get("average_steps", 0)
         log(f"resume: {run_dir} from epoch {loop['epoch']} (best {cfg.monitor} {loop['best_metric']})")
+        if world.main and cfg.baseline and "baseline" not in loop:  # stopped before its background fit ended
+            start_baseline()
     elif world.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         runio.atomic_write_json(run_dir / "config.json", cfg.to_dict())
@@ -772,6 +792,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         if average is not None:
             loop["average_steps"] = average.steps
         if world.main:
+            collect_baseline(wait=False)
             runio.save_checkpoint(run_dir, model, best_state, optimizer, scheduler, loop,
                                   average.model if average else None)
             with open(run_dir / "history.jsonl", "a", encoding="utf-8") as f:
@@ -782,14 +803,17 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     if stop:
         log(f"early stop: no {cfg.monitor} gain for {cfg.early_stopping} epochs; best epoch {loop['best_epoch']}")
 
-    distributed.on_main(lambda: finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log),
-                        world, device)
+    distributed.on_main(lambda: finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log,
+                                       lambda: collect_baseline(wait=True)), world, device)
     return Run.load(run_dir)
 
 
 def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vectorizer: Vectorizer,
-           data: dict, loop: dict, device: torch.device, log: Callable[[str], None]) -> None:
-    """Evaluate the best weights and write the final artefacts, manifest last."""
+           data: dict, loop: dict, device: torch.device, log: Callable[[str], None],
+           collect_baseline: Callable[[], None] = lambda: None) -> None:
+    """Evaluate the best weights and write the final artefacts, manifest last. ``collect_baseline`` puts a
+    baseline still fitting beside training into ``loop``, waiting for it: called after the evaluation,
+    which it can share the cores with."""
     from .baseline import compare_line
     from .calibration import (calibration_report, fit_temperature, plot_reliability, probabilities, reliability,
                               risk_coverage)
@@ -826,6 +850,7 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     how = "fitted on val" if temperature != 1.0 else "1: val has no errors to fit it on, probabilities as trained"
     log(f"calibration: temperature {temperature:.3f} ({how}); {shown} ECE "
         f"{metrics[shown]['calibration']['ece_before']:.4f} -> {metrics[shown]['calibration']['ece_after']:.4f}")
+    collect_baseline()
     baseline = loop.get("baseline")
     if baseline is not None:
         metrics["baseline"] = baseline

@@ -1,13 +1,16 @@
 """The linear n-gram baseline: what it fits, how it chooses, and where it is reported."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
 import rnnkit
-from rnnkit.baseline import WORD_PATTERN, char_wb_counts, compare_line, fit_baseline, word_counts
+import rnnkit.baseline
+from rnnkit.baseline import WORD_PATTERN, BaselineJob, char_wb_counts, compare_line, fit_baseline, word_counts
 from rnnkit.data import Examples, Splits
 from rnnkit.errors import RnnkitError
 
@@ -152,6 +155,55 @@ def test_train_reports_the_baseline_and_can_skip_it(toy_csv, tmp_path):
     assert any(l.startswith("test accuracy") and "linear baseline" in l and "points" in l for l in logs)
     skipped = rnnkit.train(tiny_config(toy_csv, tmp_path / "b", epochs=1, baseline=False), log=lambda m: None)
     assert "baseline" not in skipped.metrics
+
+
+def test_a_background_fit_gives_the_same_baseline_and_a_failure_does_not_stop_the_run():
+    logs, broken_logs = [], []
+    job = BaselineJob(toy_splits(), None, str.upper, logs.append, background=True)
+    broken = toy_splits()
+    broken.val.labels[0] = "delta"  # found only inside the process: logged, and the run keeps its results
+    broken_job = BaselineJob(broken, None, None, broken_logs.append, background=True)
+    if hasattr(os, "SCHED_IDLE"):  # the process gives every core to training first
+        waited = time.monotonic()
+        while os.sched_getscheduler(job._proc.pid) != os.SCHED_IDLE and time.monotonic() - waited < 20:
+            time.sleep(0.02)
+        assert os.sched_getscheduler(job._proc.pid) == os.SCHED_IDLE
+    alone = fit_baseline(toy_splits(), prepare=str.upper)
+    result = job.result()
+    assert {k: result[k] for k in ("val", "test", "settings", "tried")} == \
+        {k: alone[k] for k in ("val", "test", "settings", "tried")}
+    assert result["background"] is True and result["cpu_seconds"] > 0
+    assert logs[0].startswith("baseline: fitting in an idle-priority process") and "idle priority" in logs[1]
+    assert job.done() and job.result() is result  # collected once
+
+    assert broken_job.result() is None
+    assert "baseline: failed (label 'delta' of the val split does not occur in train" in broken_logs[-1]
+    with pytest.raises(RnnkitError, match="needs train and val"):  # what can be checked at once still is
+        BaselineJob(Splits(Examples(["ab"], ["a"]), Examples(), Examples()), None, None, logs.append,
+                    background=True)
+
+
+def test_train_fits_a_large_datasets_baseline_beside_training_and_stops_it_on_failure(toy_csv, tmp_path,
+                                                                                       monkeypatch):
+    monkeypatch.setattr(rnnkit.baseline, "BACKGROUND_FROM", 100)  # the toy data counts as large
+    logs = []
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "a", epochs=1), log=logs.append)
+    assert run.metrics["baseline"]["background"] is True
+    assert run.metrics["baseline"]["test"]["n"] == run.metrics["test"]["n"]
+    summary = next(i for i, l in enumerate(logs) if "beside training at idle priority" in l)
+    assert summary < next(i for i, l in enumerate(logs) if l.startswith("test accuracy") and "linear baseline" in l)
+
+    jobs = []
+    monkeypatch.setattr(rnnkit.baseline.BaselineJob, "cancel",
+                        lambda self, cancel=BaselineJob.cancel: jobs.append(self._proc) or cancel(self))
+
+    def fail(*args, **kwargs):
+        raise RnnkitError("stop here")
+
+    monkeypatch.setattr(rnnkit.trainer, "train_epoch", fail)
+    with pytest.raises(RnnkitError, match="stop here"):
+        rnnkit.train(tiny_config(toy_csv, tmp_path / "b", epochs=1), log=lambda m: None)
+    assert len(jobs) == 1 and jobs[0].poll() is not None  # the fitting process is gone with the run
 
 
 def test_cli_baseline_table_and_json(toy_csv):
