@@ -1,8 +1,10 @@
 """Shared fixtures: small synthetic datasets that train in seconds, and the shared data folder."""
 
+import atexit
 import csv
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,7 +17,9 @@ from rnnkit import Config
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 # Token caches and downloads from tests go to a throw-away folder, never the user's cache.
-os.environ["RNNKIT_CACHE"] = tempfile.mkdtemp(prefix="rnnkit-test-cache-")
+os.environ["RNNKIT_CACHE"] = _TEST_CACHE = tempfile.mkdtemp(prefix="rnnkit-test-cache-")
+# Each pytest process (every xdist worker imports this file) removes its own folder when it ends.
+atexit.register(shutil.rmtree, _TEST_CACHE, ignore_errors=True)
 
 SHARED_DATA = Path(os.environ.get("RNNKIT_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
