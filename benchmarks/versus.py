@@ -11,7 +11,9 @@ machine's speed hits both sides alike. For each run it records the wall clock of
 each epoch's seconds and validation accuracy (history.jsonl), and the final metrics; the result
 file holds the ratios ref/this of the wall clock and of the first epoch's seconds.
 
-Results go to benchmarks/results/versus-<tag>.json.
+``--this-args`` adds arguments on this checkout's side only: ``--this-args=--no-baseline`` times the epoch
+alone, as 408a7d5 (which fits no baseline) does, since this checkout fits its baseline beside the
+first epochs. Results go to benchmarks/results/versus-<tag>.json.
 """
 
 import argparse
@@ -65,6 +67,9 @@ def main() -> None:
     parser.add_argument("--ref", default="408a7d5", help="the older commit to compare with")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--tag", required=True)
+    parser.add_argument("--this-args", default="",
+                        help="extra `rnnkit train` arguments for this checkout only, e.g. '--no-baseline' (408a7d5 "
+                             "has no baseline, and this checkout fits it beside the first epoch)")
     parser.add_argument("train_args", nargs=argparse.REMAINDER)
     args = parser.parse_args()
     train_args = [a for a in args.train_args if a != "--"]
@@ -76,7 +81,8 @@ def main() -> None:
         try:
             for i in range(args.repeats):
                 for side, src in sides.items():
-                    result = one_run(src, train_args, tmp / f"{side}-{i}")
+                    extra = args.this_args.split() if side == "this" else []
+                    result = one_run(src, train_args + extra, tmp / f"{side}-{i}")
                     print(side, json.dumps(result), flush=True)
                     runs[side].append(result)
         finally:
