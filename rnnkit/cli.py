@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -184,12 +185,18 @@ def train(
         run_training(resume=resume, **flags)
         return
     cfg = resolve_config(config, flags).validate()  # train() checks again; here a bad setting fails before torch loads
-    from .trainer import train as run_training
-
     if dataset is None and config is None:
         typer.echo(f"data: no --dataset given: training on the built-in '{cfg.dataset}' dataset "
                    "(rnnkit datasets lists the others; --dataset FILE trains on yours)", err=True)
-    run_training(cfg)
+    splits = None
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # under torchrun rank 0 reads first (a download happens once)
+        from .data import load_config_splits
+
+        # Before torch loads, so a missing file, a bad column or an empty file is said in 0.3 s, not 2 s.
+        splits = load_config_splits(cfg)
+    from .trainer import train as run_training
+
+    run_training(cfg, splits=splits)
 
 
 @app.command(help="Score a run on a labelled split or file.\n\n"

@@ -250,3 +250,17 @@ def test_a_bad_setting_fails_before_torch_loads():
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.stdout.split() == ["2", "False"], run.stdout + run.stderr
     assert run.stderr.strip().count("\n") == 0 and "lr" in run.stderr
+
+
+def test_a_bad_data_file_fails_before_torch_loads(tmp_path):
+    """The data is read before the trainer (and torch) is imported: a missing or empty file is said at once."""
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text("text,label\n", encoding="utf-8")
+    for path, message in ((tmp_path / "missing.csv", "dataset path not found"), (header_only, "no rows")):
+        code = (f"import sys\nsys.argv = ['rnnkit', 'train', '--dataset', {str(path)!r}]\n"
+                "from rnnkit import cli\ntry:\n    cli.main()\nexcept SystemExit as e:\n    code = e.code\n"
+                "print(code, 'torch' in sys.modules)")
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+        assert run.stdout.split() == ["2", "False"], run.stdout + run.stderr
+        assert run.stderr.strip().count("\n") == 0 and message in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv"]  # no run folder was started
