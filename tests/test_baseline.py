@@ -175,6 +175,7 @@ def test_a_background_fit_gives_the_same_baseline_and_a_failure_does_not_stop_th
     assert result["background"] is True and result["cpu_seconds"] > 0
     assert logs[0].startswith("baseline: fitting in an idle-priority process") and "idle priority" in logs[1]
     assert job.done() and job.result() is result  # collected once
+    assert not os.path.exists(job._input)  # its input file is gone
 
     assert broken_job.result() is None
     assert "baseline: failed (label 'delta' of the val split does not occur in train" in broken_logs[-1]
@@ -195,7 +196,7 @@ def test_train_fits_a_large_datasets_baseline_beside_training_and_stops_it_on_fa
 
     jobs = []
     monkeypatch.setattr(rnnkit.baseline.BaselineJob, "cancel",
-                        lambda self, cancel=BaselineJob.cancel: jobs.append(self._proc) or cancel(self))
+                        lambda self, cancel=BaselineJob.cancel: jobs.append((self._proc, self._input)) or cancel(self))
 
     def fail(*args, **kwargs):
         raise RnnkitError("stop here")
@@ -203,7 +204,8 @@ def test_train_fits_a_large_datasets_baseline_beside_training_and_stops_it_on_fa
     monkeypatch.setattr(rnnkit.trainer, "train_epoch", fail)
     with pytest.raises(RnnkitError, match="stop here"):
         rnnkit.train(tiny_config(toy_csv, tmp_path / "b", epochs=1), log=lambda m: None)
-    assert len(jobs) == 1 and jobs[0].poll() is not None  # the fitting process is gone with the run
+    (proc, input_file), = jobs
+    assert proc.poll() is not None and not os.path.exists(input_file)  # the fitting process is gone with the run
 
 
 def test_cli_baseline_table_and_json(toy_csv):
