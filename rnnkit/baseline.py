@@ -417,6 +417,7 @@ def _background_main() -> None:
     import pickle
     import sys
 
+    answer_to, sys.stdout = sys.stdout.buffer, sys.stderr  # a stray print must not garble the answer
     try:  # threads started later inherit it
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # (only asked for where it exists)
@@ -434,12 +435,8 @@ def _background_main() -> None:
         answer = ("error", str(exc))
     except Exception as exc:  # noqa: BLE001 - reported by the parent; the run goes on
         answer = ("error", f"{type(exc).__name__}: {exc}")
-    sys.stdout.buffer.write(pickle.dumps(answer))
-    sys.stdout.buffer.flush()
-
-
-if __name__ == "__main__":
-    _background_main()
+    answer_to.write(pickle.dumps(answer))
+    answer_to.flush()
 
 
 def compare_line(split: str, metrics: dict, baseline: Optional[dict]) -> str:
@@ -456,3 +453,7 @@ def compare_line(split: str, metrics: dict, baseline: Optional[dict]) -> str:
         if theirs and key in theirs:
             line += f" (baseline {theirs[key]:.4f})"
     return line
+
+
+if __name__ == "__main__":
+    _background_main()
