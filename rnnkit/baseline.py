@@ -356,15 +356,23 @@ class BaselineJob:
         import sys
         import tempfile
 
-        with tempfile.NamedTemporaryFile(prefix="rnnkit-baseline-", suffix=".pickle", delete=False) as f:
-            self._input = f.name  # readable by this user only
-            pickle.dump((splits, None if labels is None else list(labels), prepare), f,
-                        protocol=pickle.HIGHEST_PROTOCOL)
-        # One thread per fit and none for OpenMP: the process is meant to fill gaps, not to compete.
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-        self._proc = subprocess.Popen([sys.executable, "-m", "rnnkit.baseline", self._input],
-                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                      env=env)
+        self._input = ""
+        try:
+            with tempfile.NamedTemporaryFile(prefix="rnnkit-baseline-", suffix=".pickle", delete=False) as f:
+                self._input = f.name  # readable by this user only
+                pickle.dump((splits, None if labels is None else list(labels), prepare), f,
+                            protocol=pickle.HIGHEST_PROTOCOL)
+            # One thread per fit and none for OpenMP: the process is meant to fill gaps, not to compete.
+            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+            self._proc = subprocess.Popen([sys.executable, "-m", "rnnkit.baseline", self._input],
+                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=subprocess.DEVNULL, env=env)
+        except OSError as exc:  # no temporary folder to write, no interpreter to start: fit here, as before
+            if self._input:
+                self._remove_input()
+            log(f"baseline: no background process ({exc.strerror or exc}); fitting it now")
+            self._result = fit_baseline(splits, labels, prepare, log)
+            return
         log(f"baseline: fitting in an idle-priority process beside training ({len(splits.train):,} training texts); "
             "its result comes at the end")
 

@@ -184,6 +184,19 @@ def test_a_background_fit_gives_the_same_baseline_and_a_failure_does_not_stop_th
                     background=True)
 
 
+def test_without_a_temporary_folder_the_baseline_is_fitted_on_the_spot(monkeypatch):
+    import tempfile
+
+    def unwritable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", unwritable)
+    logs = []
+    result = BaselineJob(toy_splits(), None, None, logs.append, background=True).result()
+    assert "background" not in result and result["test"] == fit_baseline(toy_splits())["test"]
+    assert logs[0] == "baseline: no background process (Permission denied); fitting it now"
+
+
 def test_train_fits_a_large_datasets_baseline_beside_training_and_stops_it_on_failure(toy_csv, tmp_path,
                                                                                        monkeypatch):
     monkeypatch.setattr(rnnkit.baseline, "BACKGROUND_FROM", 100)  # the toy data counts as large
