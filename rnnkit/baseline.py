@@ -346,35 +346,36 @@ class BaselineJob:
         self._log = log
         self._result: Optional[dict] = None
         self._proc = None
+        self._input = ""
         if background is None:
             background = len(splits.train) >= BACKGROUND_FROM and hasattr(os, "SCHED_IDLE")
-        if not background:
-            self._result = fit_baseline(splits, labels, prepare, log)
-            return
+        if background:
+            try:
+                self._start(splits, labels, prepare)
+                log(f"baseline: fitting in an idle-priority process beside training ({len(splits.train):,} "
+                    "training texts); its result comes at the end")
+                return
+            except OSError as exc:  # no temporary folder to write, no interpreter to start: fit here, as before
+                if self._input:
+                    self._remove_input()
+                log(f"baseline: no background process ({exc.strerror or exc}); fitting it now")
+        self._result = fit_baseline(splits, labels, prepare, log)
+
+    def _start(self, splits: Splits, labels: Optional[Sequence[str]], prepare) -> None:
         import pickle
         import subprocess
         import sys
         import tempfile
 
-        self._input = ""
-        try:
-            with tempfile.NamedTemporaryFile(prefix="rnnkit-baseline-", suffix=".pickle", delete=False) as f:
-                self._input = f.name  # readable by this user only
-                pickle.dump((splits, None if labels is None else list(labels), prepare), f,
-                            protocol=pickle.HIGHEST_PROTOCOL)
-            # One thread per fit and none for OpenMP: the process is meant to fill gaps, not to compete.
-            env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-            self._proc = subprocess.Popen([sys.executable, "-m", "rnnkit.baseline", self._input],
-                                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, env=env)
-        except OSError as exc:  # no temporary folder to write, no interpreter to start: fit here, as before
-            if self._input:
-                self._remove_input()
-            log(f"baseline: no background process ({exc.strerror or exc}); fitting it now")
-            self._result = fit_baseline(splits, labels, prepare, log)
-            return
-        log(f"baseline: fitting in an idle-priority process beside training ({len(splits.train):,} training texts); "
-            "its result comes at the end")
+        with tempfile.NamedTemporaryFile(prefix="rnnkit-baseline-", suffix=".pickle", delete=False) as f:
+            self._input = f.name  # readable by this user only
+            pickle.dump((splits, None if labels is None else list(labels), prepare), f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        # One thread per fit and none for OpenMP: the process is meant to fill gaps, not to compete.
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        self._proc = subprocess.Popen([sys.executable, "-m", "rnnkit.baseline", self._input],
+                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, env=env)
 
     def _remove_input(self) -> None:
         try:
@@ -394,8 +395,7 @@ class BaselineJob:
         import pickle
 
         proc, self._proc = self._proc, None
-        out = proc.stdout.read()
-        proc.wait()
+        out, _ = proc.communicate()
         self._remove_input()
         try:
             status, value = pickle.loads(out)

@@ -189,7 +189,7 @@ def train(
         typer.echo(f"data: no --dataset given: training on the built-in '{cfg.dataset}' dataset "
                    "(rnnkit datasets lists the others; --dataset FILE trains on yours)", err=True)
     splits = None
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # under torchrun rank 0 reads first (a download happens once)
+    if os.environ.get("WORLD_SIZE", "1") == "1":  # under torchrun rank 0 reads first (a download happens once)
         from .data import load_config_splits
 
         # Before torch loads, so a missing file, a bad column or an empty file is said in 0.3 s, not 2 s.
