@@ -22,8 +22,9 @@ that trains under bf16 autocast, else the fp32 one.
 Also per row:
 - plain: the rnnkit configuration in a bare forward / loss / backward / clip / step loop over batches
   cut into tensors before the clock starts; rnnkit's overhead is plain_rate / rnnkit_rate - 1;
-- inference (fp32, what predict, evaluate and serve use): `rnnkit.predict.predict_proba` over the
-  training split with rnnkit's model and with the before model (packed), and a bare loop, best of 5;
+- inference: `rnnkit.predict.predict_proba` over the training split with rnnkit's model in the
+  arithmetic a run predicts in (its training precision: bf16 on a CPU with native bf16), with the
+  before model (packed, fp32), and a bare loop in rnnkit's arithmetic, best of 5;
 - on CUDA, the rnnkit configuration under `--amp` autocast modes (bf16, fp16), to decide where
   mixed precision pays;
 - with `--book`: the style of *NLP with PyTorch* ch. 6 on `--book-batches` batches: a Dataset whose
@@ -381,11 +382,14 @@ def main() -> None:
             plain_batches = [(train.ids[b, : int(train.lengths[b].max())].long().to(device), train.lengths[b])
                              for b in BatchSampler(train.lengths, 512, shuffle=False, bucket=True)]
 
+            amp = autocast_dtype(cfg, device)  # what rnnkit.load(run) predicts in
+            row["infer_precision"] = "bf16" if amp == torch.bfloat16 else "fp32"
+
             def plain_infer():
-                with torch.no_grad():
+                with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
                     for ids, lengths in plain_batches:
-                        torch.softmax(model(ids, lengths), -1)
-            infer = {"rnnkit": lambda: predict_proba(model, train.ids, train.lengths, 512, device),
+                        torch.softmax(model(ids, lengths).float(), -1)
+            infer = {"rnnkit": lambda: predict_proba(model, train.ids, train.lengths, 512, device, amp),
                      "before": lambda: predict_proba(before, train.ids, train.lengths, 512, device),
                      "plain": plain_infer}
             for fn in infer.values():

@@ -85,6 +85,11 @@ def _guard(fn):
     return wrapper
 
 
+def _precision_option():
+    return typer.Option(None, help="Arithmetic of the predictions: as the run trained (the default; bf16 on a CPU "
+                                   "with native bf16), or fp32 (what an ONNX export computes), bf16, auto.")
+
+
 def _parse_sets(pairs: List[str]) -> dict:
     out = {}
     for pair in pairs or []:
@@ -214,11 +219,12 @@ def evaluate(
     text_column: Optional[str] = typer.Option(None),
     label_column: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON."),
+    precision: Optional[str] = _precision_option(),
 ):
     from .data import DATASETS, PYTHON_DATA, load_config_splits, read_table
     from .predict import load
 
-    run = load(run_dir)
+    run = load(run_dir, precision=precision)
     cfg = run.config
     if input is not None:
         table = read_table(input, text_column or cfg.text_column, label_column or cfg.label_column,
@@ -335,13 +341,14 @@ def predict(
     abstain_below: Optional[float] = typer.Option(
         None, help="Label a text 'uncertain' when its top (calibrated) probability is below this, e.g. 0.8; "
                    "see the risk-coverage table of rnnkit evaluate."),
+    precision: Optional[str] = _precision_option(),
 ):
     from .predict import load
 
     _require_texts(texts, input, "predict", "classify")
     if output is not None and output.suffix.lower() not in (".jsonl", ".json", ".csv"):
         raise RnnkitError(f"--output must end in .jsonl, .json or .csv; got {output}")
-    run = load(run_dir)
+    run = load(run_dir, precision=precision)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column, text_column is not None)
     preds = run.predict(texts, top_k=top_k, abstain_below=abstain_below)
@@ -446,12 +453,13 @@ def explain(
                                                        "refined where the scores miss P(text) - P(baseline) by "
                                                        "over 0.02."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per text."),
+    precision: Optional[str] = _precision_option(),
 ):
     from .explain import render
     from .predict import load
 
     _require_texts(texts, input, "explain", "explain")
-    run = load(run_dir)
+    run = load(run_dir, precision=precision)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column, text_column is not None)
     explanations = run.explain(texts, method=method, target=target, steps=steps)
@@ -530,6 +538,7 @@ def serve(
     abstain_below: Optional[float] = typer.Option(
         None, help="Label a text 'uncertain' when its top (calibrated) probability is below this, e.g. 0.8 "
                    "(a request may set its own abstain_below)."),
+    precision: Optional[str] = _precision_option(),
 ):
     from .serve import Limits, serve as run_server
 
@@ -539,7 +548,7 @@ def serve(
         torch.set_num_threads(threads)
     run_server(str(run_dir), host, port,
                Limits(max_texts=max_texts, max_chars=max_chars, max_explain_tokens=max_explain_tokens),
-               abstain_below=abstain_below)
+               abstain_below=abstain_below, precision=precision)
 
 
 @app.command(help="Export a run as ONNX (verified with onnxruntime) or TorchScript, with its vectorizer.\n\n"

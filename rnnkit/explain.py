@@ -23,6 +23,11 @@ misses most is cut around the jump and integrated again (adaptive quadrature), u
 
 **Occlusion**, the check: delete one token at a time (the sequence gets one shorter, no
 placeholder is invented) and score the token by how much the probability falls.
+
+Both compute in fp32, even for a run that predicts in bf16 (:meth:`rnnkit.Run.load`): under bf16
+autocast IG's scores missed completeness by 0.004 after 504 path points on a toy run, where fp32
+meets 0.001. The probabilities shown are then fp32 ones, which can differ from ``predict``'s bf16
+ones in the third decimal (by at most 0.0024 on 150 NSMC reviews).
 """
 
 from __future__ import annotations

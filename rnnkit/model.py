@@ -252,8 +252,8 @@ class SequenceClassifier(nn.Module):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         """Class probabilities from :meth:`forward`'s logits, divided by the fitted :attr:`temperature`:
-        a sigmoid per label for multi-label, else softmax."""
-        return probabilities(logits, self.temperature, self.multilabel)
+        a sigmoid per label for multi-label, else softmax; in fp32 whatever autocast gave the logits in."""
+        return probabilities(logits.float(), self.temperature, self.multilabel)
 
     @classmethod
     def from_config(cls, cfg, vocab_size: int, num_classes: int, multilabel: bool = False) -> "SequenceClassifier":

@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 import torch
 
 from . import run as runio
-from .config import Config
+from .config import PRECISIONS, Config
 from .errors import RnnkitError
 from .model import SequenceClassifier
 from .vectorizer import BatchSampler, Vectorizer
@@ -56,34 +56,87 @@ def check_abstain(abstain_below: Optional[float], labels: Sequence[str] = (), mu
                           "leave abstain_below out")
 
 
+def autocast_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
+    """The dtype training's autocast computes in, or None for plain fp32. A run predicts in the same one.
+
+    On CUDA ``cfg.amp`` decides. On CPU ``cfg.precision``: ``auto`` means bf16 where the CPU
+    has native bf16 arithmetic (AVX512-BF16 or AMX), where it measured faster at equal
+    accuracy (BENCHMARKS.md, "CPU speed"); fp32 elsewhere, where bf16 would be emulated and slow.
+    """
+    if device.type == "cuda":
+        return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
+    if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def inference_dtype(cfg: Config, device: torch.device, precision: Optional[str] = None) -> Optional[torch.dtype]:
+    """The autocast dtype a run predicts in on ``device``, or None for fp32.
+
+    ``precision`` None: as the run trained (:func:`autocast_dtype`), so the validation and test scores
+    the run reported, ``predict``, ``evaluate`` and ``serve`` all see the same numbers (``explain``
+    computes in fp32, see :mod:`rnnkit.explain`). bf16 predicted NSMC's validation split 1.6x faster
+    than fp32, whose GEMMs were already near the CPU's fp32 peak. ``"fp32"`` or ``"bf16"`` force one;
+    ``"auto"`` picks bf16 where the CPU computes it natively.
+    """
+    if precision is None:
+        return autocast_dtype(cfg, device)
+    if precision not in PRECISIONS:
+        raise RnnkitError(f"precision must be one of {', '.join(PRECISIONS)} (or left out: as the run trained); "
+                          f"got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+    return torch.bfloat16 if precision == "bf16" else None
+
+
+def autocast(device: torch.device | str, amp: Optional[torch.dtype]):
+    """``torch.autocast`` in ``amp`` on ``device``'s kind, or a context that changes nothing for None."""
+    return torch.autocast(torch.device(device).type, dtype=amp or torch.float32, enabled=amp is not None)
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256,
-                   device: torch.device | str = "cpu") -> torch.Tensor:
-    """Logits ``(n, C)`` float32 in input order, batching by length for speed."""
+                   device: torch.device | str = "cpu", amp: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Logits ``(n, C)`` float32 in input order, batching by length for speed; under autocast in ``amp``
+    (:func:`inference_dtype`; None: fp32)."""
     was_training = model.training
     model.eval()
     out = None
     sampler = BatchSampler(lengths, batch_size, shuffle=False, bucket=True)
-    for index in sampler:
-        l = lengths[index]
-        x = ids[index, : int(l.max())].long().to(device, non_blocking=True)
-        z = model(x, l).float().cpu()
-        if out is None:
-            out = torch.empty(len(lengths), z.shape[1])
-        out[index] = z
+    with autocast(device, amp):
+        for index in sampler:
+            l = lengths[index]
+            x = ids[index, : int(l.max())].long().to(device, non_blocking=True)
+            z = model(x, l).float().cpu()
+            if out is None:
+                out = torch.empty(len(lengths), z.shape[1])
+            out[index] = z
     model.train(was_training)
     return out
 
 
 @torch.no_grad()
 def predict_proba(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tensor, batch_size: int = 256,
-                  device: torch.device | str = "cpu") -> torch.Tensor:
+                  device: torch.device | str = "cpu", amp: Optional[torch.dtype] = None) -> torch.Tensor:
     """Class probabilities ``(n, C)`` in input order, batching by length for speed.
 
     ``model`` is a :class:`SequenceClassifier`: its ``probabilities`` gives a softmax, or a sigmoid
     per label, of the logits divided by its fitted temperature (calibrated probabilities).
     """
-    logits = predict_logits(model, ids, lengths, batch_size, device)
+    logits = predict_logits(model, ids, lengths, batch_size, device, amp)
     return model.probabilities(logits.to(model.temperature.device)).cpu()
 
 
@@ -91,7 +144,7 @@ class Run:
     """A trained model with its vectorizer and metrics, loaded from a run folder."""
 
     def __init__(self, path: Path, config: Config, vectorizer: Vectorizer, model: SequenceClassifier,
-                 metrics: dict, manifest: dict):
+                 metrics: dict, manifest: dict, precision: Optional[str] = None):
         self.path = Path(path)
         self.config = config
         self.vectorizer = vectorizer
@@ -99,10 +152,17 @@ class Run:
         self.metrics = metrics
         self.manifest = manifest
         self.device = next(model.parameters()).device
+        self.amp = inference_dtype(config, self.device, precision)
+        """The autocast dtype every prediction runs in (None: fp32): by default the one the run trained in."""
 
     @classmethod
-    def load(cls, path, device: str = "cpu") -> "Run":
-        """Load and verify a finished run folder. Nothing is unpickled."""
+    def load(cls, path, device: str = "cpu", precision: Optional[str] = None) -> "Run":
+        """Load and verify a finished run folder. Nothing is unpickled.
+
+        ``precision``: the arithmetic of its predictions, by default the one it trained in (bf16 on a
+        CPU with native bf16, where the numbers it reported were computed that way too); ``"fp32"``
+        gives what an exported ONNX model computes.
+        """
         path = Path(path)
         manifest = runio.verify_run(path)
         config = Config.from_dict(runio.read_json(path / "config.json"), source=str(path / "config.json"))
@@ -115,7 +175,7 @@ class Run:
         except RuntimeError as exc:
             raise RnnkitError(f"{path}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
         metrics = runio.read_json(path / "metrics.json")
-        return cls(path, config, vectorizer, model.to(device), metrics, manifest)
+        return cls(path, config, vectorizer, model.to(device), metrics, manifest, precision)
 
     @property
     def labels(self) -> list[str]:
@@ -141,7 +201,7 @@ class Run:
         """Probabilities ``(len(texts), num_classes)``, columns in the order of :attr:`labels`
         (multi-label: each label's own probability; rows need not sum to 1)."""
         ids, lengths = self.vectorizer.encode_texts(self._check_texts(texts))
-        return predict_proba(self.model, ids, lengths, batch_size, self.device)
+        return predict_proba(self.model, ids, lengths, batch_size, self.device, self.amp)
 
     def predict(self, texts: Sequence[str] | str, top_k: int = 3, batch_size: int = 256,
                 abstain_below: Optional[float] = None) -> list[Prediction]:
@@ -215,6 +275,8 @@ class Run:
         return f"Run({str(self.path)!r}, {self.config.cell}, {len(self.labels)} classes{acc})"
 
 
-def load(path, device: str = "cpu") -> Run:
-    """Load a finished run folder: ``rnnkit.load("runs/my-run").predict(["text"])``."""
-    return Run.load(path, device)
+def load(path, device: str = "cpu", precision: Optional[str] = None) -> Run:
+    """Load a finished run folder: ``rnnkit.load("runs/my-run").predict(["text"])``.
+
+    ``precision``: None (as the run trained), ``"fp32"``, ``"bf16"`` or ``"auto"`` (see :meth:`Run.load`)."""
+    return Run.load(path, device, precision)

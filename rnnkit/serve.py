@@ -164,7 +164,7 @@ class MicroBatcher:
             width = max(j.ids.shape[1] for _, j in ok)
             ids = torch.cat([torch.nn.functional.pad(j.ids, (0, width - j.ids.shape[1])) for _, j in ok])
             lengths = torch.cat([j.lengths for _, j in ok])
-            probs = predict_proba(self.run.model, ids, lengths, self.limits.max_batch, self.run.device)
+            probs = predict_proba(self.run.model, ids, lengths, self.limits.max_batch, self.run.device, self.run.amp)
             self.batches += 1
             self.texts += len(lengths)
             start = 0
@@ -395,11 +395,11 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
 
 
 def serve(run_dir: str, host: str = "127.0.0.1", port: int = 8000, limits: Optional[Limits] = None,
-          log_level: str = "info", abstain_below: Optional[float] = None) -> None:
-    """Load ``run_dir`` and serve it with uvicorn until interrupted."""
+          log_level: str = "info", abstain_below: Optional[float] = None, precision: Optional[str] = None) -> None:
+    """Load ``run_dir`` (in ``precision``, see :meth:`rnnkit.Run.load`) and serve it with uvicorn until interrupted."""
     try:
         import uvicorn
     except ImportError:
         raise RnnkitError("serving needs FastAPI and uvicorn: pip install 'rnnkit[serve]'") from None
-    app = create_app(run_dir, limits, abstain_below)
+    app = create_app(Run.load(run_dir, precision=precision), limits, abstain_below)
     uvicorn.run(app, host=host, port=port, log_level=log_level)

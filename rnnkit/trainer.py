@@ -36,7 +36,7 @@ from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function
 from .optim import RowAdam
-from .predict import Run, predict_logits, predict_proba
+from .predict import Run, autocast_dtype, predict_logits, predict_proba
 from .tokencache import tokenize_corpus
 from .tokenizers import VocabularyTooLarge, build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
@@ -219,33 +219,6 @@ class WeightAverage:
         torch._foreach_lerp_(self._target, self._source, 1.0 - decay)
 
 
-def autocast_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
-    """The dtype training's autocast computes in, or None for plain fp32.
-
-    On CUDA ``cfg.amp`` decides. On CPU ``cfg.precision``: ``auto`` means bf16 where the CPU
-    has native bf16 arithmetic (AVX512-BF16 or AMX), where it measured faster at equal
-    accuracy (BENCHMARKS.md, "CPU speed"); fp32 elsewhere, where bf16 would be emulated and slow.
-    """
-    if device.type == "cuda":
-        return {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]
-    if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
-
-
 def _default_out(cfg: Config, name: str) -> Path:
     stem = Path(name).stem if name not in ("", None) else "data"
     return Path("runs") / f"{stem}-{cfg.cell}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -377,8 +350,10 @@ def _auto_max_len(tokens, log: Callable[[str], None]) -> Optional[int]:
 
 def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], batch_size: int,
                      device: torch.device, loss_fn: Optional[nn.Module] = None,
-                     thresholds: Optional[torch.Tensor] = None, probs: Optional[torch.Tensor] = None) -> dict:
-    """Loss (if ``loss_fn``) and the full classification report for one encoded split.
+                     thresholds: Optional[torch.Tensor] = None, probs: Optional[torch.Tensor] = None,
+                     amp: Optional[torch.dtype] = None) -> dict:
+    """Loss (if ``loss_fn``) and the full classification report for one encoded split, predicted under
+    autocast in ``amp`` (training's, so that the reported numbers are what the run's predictions give).
 
     Multi-label splits (2-D labels) get :func:`rnnkit.metrics.multilabel_report` at ``thresholds``
     (0.5 when None). ``probs``: this split's probabilities, when already computed.
@@ -386,7 +361,7 @@ def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], b
     from .metrics import classification_report, multilabel_report
 
     if probs is None:
-        probs = predict_proba(model, split.ids, split.lengths, batch_size, device)
+        probs = predict_proba(model, split.ids, split.lengths, batch_size, device, amp)
     if split.labels.ndim == 2:
         th = thresholds if thresholds is not None else torch.full((len(labels),), 0.5)
         report = multilabel_report(split.labels.numpy(), probs.numpy(), th.numpy(), labels)
@@ -762,7 +737,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                 raise RnnkitError(f"training diverged (loss is {total_loss}) in epoch {epoch}; "
                                   "lower --lr or set --clip-grad")
             scored = average.model if average is not None else model
-            val = evaluate_encoded(scored, data["val"], labels, cfg.batch_size * 4, device, loss_fn)
+            val = evaluate_encoded(scored, data["val"], labels, cfg.batch_size * 4, device, loss_fn, amp=amp)
             row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
                    "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
@@ -824,7 +799,8 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     metrics = {"best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "train_seconds": loop["seconds"]}
     if loop.get("pretrain"):
         metrics["pretrain"] = loop["pretrain"]
-    logits = {name: predict_logits(model, data[name].ids, data[name].lengths, cfg.batch_size * 4, device)
+    amp = autocast_dtype(cfg, device)  # what the run will predict in (rnnkit.predict.Run)
+    logits = {name: predict_logits(model, data[name].ids, data[name].lengths, cfg.batch_size * 4, device, amp)
               for name in ("val", "test") if name in data}
     # Temperature scaling on val: the same arg-max, probabilities that mean what they say.
     temperature = fit_temperature(logits["val"], data["val"].labels) if "val" in logits else 1.0

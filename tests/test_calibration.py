@@ -10,6 +10,7 @@ import rnnkit
 from rnnkit.calibration import (expected_calibration_error, fit_temperature, probabilities, reliability,
                                 risk_coverage)
 from rnnkit.cli import app
+from rnnkit.predict import autocast
 
 
 def _sampled(n=20000, temperature=2.0, seed=0):
@@ -86,8 +87,8 @@ def test_run_is_calibrated_and_reports_it(toy_run):
     # predict uses the calibrated probabilities: softmax(logits / T).
     run.model.temperature.fill_(2.5)
     ids, lengths = run.vectorizer.encode_texts(["vwxyz"])
-    with torch.no_grad():
-        logits = run.model(ids.long(), lengths)
+    with torch.no_grad(), autocast(run.device, run.amp):  # in the arithmetic the run predicts in
+        logits = run.model(ids.long(), lengths).float()
     expected = torch.softmax(logits / 2.5, 1)[0]
     torch.testing.assert_close(run.predict_proba(["vwxyz"])[0], expected, atol=1e-6, rtol=0)
 

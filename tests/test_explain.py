@@ -12,7 +12,10 @@ from rnnkit.explain import integrated_gradients, occlusion
 
 
 def _probability(run, text, label):
-    return float(run.predict_proba([text])[0, run.labels.index(label)])
+    # Explanations compute in fp32 (IG's gradients add up to the probability change only there), so
+    # they give the probabilities of the run loaded in fp32, whatever arithmetic it predicts in.
+    fp32 = rnnkit.load(run.path, precision="fp32")
+    return float(fp32.predict_proba([text])[0, fp32.labels.index(label)])
 
 
 def test_one_score_per_token_as_the_tokenizer_split_the_text(toy_run):

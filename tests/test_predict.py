@@ -85,3 +85,35 @@ def test_run_folder_holds_no_pickle(trained):
         head = path.read_bytes()[:2]
         assert head != b"\x80\x04" and head != b"\x80\x02", f"{path.name} looks like a pickle"
     assert json.loads((trained / "metrics.json").read_text())["test"]["accuracy"] > 0.8
+
+
+def test_predictions_use_the_arithmetic_the_run_trained_in(trained, monkeypatch):
+    from rnnkit import predict
+
+    run = rnnkit.load(trained)
+    assert run.amp == predict.autocast_dtype(run.config, torch.device("cpu"))
+    texts = ["abcdefg", "hijklmn", "opqrstu", "abqcdez"]
+    bf16, fp32 = rnnkit.load(trained, precision="bf16"), rnnkit.load(trained, precision="fp32")
+    assert bf16.amp is torch.bfloat16 and fp32.amp is None
+    p16, p32 = bf16.predict_proba(texts), fp32.predict_proba(texts)
+    assert p16.dtype == p32.dtype == torch.float32
+    assert not torch.equal(p16, p32)  # really computed in bf16 ...
+    torch.testing.assert_close(p16, p32, atol=2e-2, rtol=0)  # ... to bf16's rounding
+    monkeypatch.setattr(predict, "cpu_has_native_bf16", lambda: False)
+    assert rnnkit.load(trained, precision="auto").amp is None  # bf16 would be emulated: fp32
+    with pytest.raises(RnnkitError, match="precision must be one of auto, fp32, bf16"):
+        rnnkit.load(trained, precision="fp16")
+
+
+def test_cli_precision_option(trained):
+    from typer.testing import CliRunner
+
+    from rnnkit.cli import app
+
+    out = CliRunner().invoke(app, ["predict", str(trained), "abqcdez", "--json", "--precision", "fp32"])
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output.splitlines()[0])["probability"]
+    assert got == pytest.approx(float(rnnkit.load(trained, precision="fp32").predict_proba(["abqcdez"]).max()),
+                                abs=1e-6)
+    bad = CliRunner().invoke(app, ["evaluate", str(trained), "--precision", "fp16"])
+    assert bad.exit_code == 2 and "precision must be one of auto, fp32, bf16" in bad.output
