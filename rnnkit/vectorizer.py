@@ -58,13 +58,16 @@ class Vectorizer:
         """Labels as shown to users (``label_names`` applied)."""
         return [self.label_names.get(t, t) for t in self.labels.tokens]
 
-    def encode_texts(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_texts(self, texts: Sequence[str], tokens: Optional[Sequence[Sequence[str]]] = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``ids (n, max_len) int32`` zero-padded and ``lengths (n,) int64``.
 
+        ``tokens``: the texts already split by this vectorizer's tokenizer (say, from the token cache).
         A text that is empty after tokenization is an error here: this is the
         path user input takes, and a silent guess would hide bad input.
         """
-        tokens = self.tokenizer.batch(texts)
+        if tokens is None:
+            tokens = self.tokenizer.batch(texts)
         for i, (text, toks) in enumerate(zip(texts, tokens)):
             if not toks:
                 raise RnnkitError(f"text #{i + 1} is empty after tokenization ({text!r}); remove it or give real text")

@@ -117,3 +117,20 @@ def test_cli_precision_option(trained):
                                 abs=1e-6)
     bad = CliRunner().invoke(app, ["evaluate", str(trained), "--precision", "fp16"])
     assert bad.exit_code == 2 and "precision must be one of auto, fp32, bf16" in bad.output
+
+
+def test_evaluate_reads_many_texts_through_the_token_cache(trained, monkeypatch):
+    from rnnkit import predict
+
+    run = rnnkit.load(trained)
+    texts, labels = ["abcdefg", "hijklmn", "opqrstu", "abcxyz"] * 3, ["alpha", "beta", "gamma", "alpha"] * 3
+    monkeypatch.setattr(predict, "CACHED_FROM", 10**9)
+    direct = run.evaluate(texts, labels)
+    monkeypatch.setattr(predict, "CACHED_FROM", 5)
+    calls = []
+    batch = run.vectorizer.tokenizer.batch
+    monkeypatch.setattr(run.vectorizer.tokenizer, "batch", lambda t: calls.append(len(t)) or batch(t))
+    assert run.evaluate(texts, labels) == direct
+    assert run.evaluate(texts, labels) == direct and calls == [12]  # the second time from the cache
+    with pytest.raises(RnnkitError, match="text #2 is empty"):
+        run.evaluate(["abc", " "] * 3, ["alpha"] * 6)
