@@ -97,8 +97,8 @@ def test_cli_serve_binds_loopback_and_answers(toy_run):
     import httpx
 
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", str(toy_run), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", str(toy_run), "--port", str(port),
+                             "--precision", "fp32"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         r = None
         for _ in range(300):
@@ -113,6 +113,8 @@ def test_cli_serve_binds_loopback_and_answers(toy_run):
         assert r.json()["status"] == "ok"
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["hijklmn"], "top_k": 3})
         assert r.json()["predictions"][0]["label"] == "beta"
+        fp32 = rnnkit.load(toy_run, precision="fp32").predict_proba(["hijklmn"])[0].max()  # --precision reached it
+        assert r.json()["predictions"][0]["probability"] == pytest.approx(float(fp32), abs=1e-6)
         assert "text/html" in httpx.get(f"http://127.0.0.1:{port}/").headers["content-type"]
     finally:
         proc.terminate()
