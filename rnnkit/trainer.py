@@ -408,6 +408,10 @@ def rdrop_loss(logits: torch.Tensor, again: torch.Tensor, y: torch.Tensor, loss_
     return (loss_fn(logits, y) + loss_fn(again, y)) / 2 + weight * kl / 2
 
 
+FORECAST_BATCHES = 20
+"""The epoch forecast times this many batches, or 5% of the epoch if more (at most 5 s), after two warm-up ones."""
+
+
 def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch.optim.Optimizer,
                 loss_fn: nn.Module, clip_grad: Optional[float], device: torch.device,
                 world: World = World(), amp: Optional[torch.dtype] = None,
@@ -422,7 +426,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     (:func:`rnnkit.distributed.shard`). ``amp`` is the autocast dtype (:func:`autocast_dtype`;
     ``None`` for fp32; fp16 needs ``scaler``). ``average`` is updated after every step.
     ``estimate(batches, seconds)`` is called once, after the first steady batches (the first two,
-    which pay for kernel set-up, are not timed), to forecast the epoch. ``rdrop`` > 0: R-Drop
+    which pay for kernel set-up, are not timed; then :data:`FORECAST_BATCHES` or 5% of the epoch), to
+    forecast the epoch. ``rdrop`` > 0: R-Drop
     (:func:`rdrop_loss`). ``schedule``: a learning-rate scheduler stepped after every batch.
     """
     model.train()
@@ -430,7 +435,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     pin = device.type == "cuda" and split.ids.device.type == "cpu"
     autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
     params = list(model.parameters())
-    timed_from, done = None, 0
+    timed_from, done, timed = None, 0, FORECAST_BATCHES
     for index in batches:
         index, weight = distributed.shard(index, world)
         if index is None:
@@ -473,7 +478,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             done += 1
             if done == 2:
                 timed_from = time.perf_counter()
-            elif done > 2 and (done == 22 or time.perf_counter() - timed_from > 5):
+                timed = max(FORECAST_BATCHES, len(batches) // 20) if hasattr(batches, "__len__") else FORECAST_BATCHES
+            elif done > 2 and (done - 2 == timed or time.perf_counter() - timed_from > 5):
                 estimate(done - 2, time.perf_counter() - timed_from)
                 estimate = None
     if hasattr(optimizer, "flush"):

@@ -382,3 +382,20 @@ def test_log_says_when_the_lstm_directions_cannot_run_at_once(toy_csv, tmp_path,
     said = [line for line in logs if line.startswith("speed:")]
     assert bool(said) is not waits_briefly
     assert not said or "GOMP_SPINCOUNT=10000" in said[0]
+
+
+@pytest.mark.parametrize("n_batches, timed", [(30, 20), (600, 30)])
+def test_the_epoch_forecast_times_20_batches_or_a_twentieth_of_the_epoch(n_batches, timed):
+    from rnnkit.model import SequenceClassifier
+    from rnnkit.trainer import train_epoch
+    from rnnkit.vectorizer import EncodedSplit
+
+    torch.manual_seed(0)
+    split = EncodedSplit(torch.randint(4, 20, (8, 5), dtype=torch.int32), torch.full((8,), 5),
+                         torch.randint(0, 2, (8,)))
+    model = SequenceClassifier(20, 2, embedding_dim=4, hidden_size=4, head_hidden=4)
+    calls = []
+    batches = [torch.arange(4)] * n_batches
+    train_epoch(model, split, batches, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
+                None, torch.device("cpu"), estimate=lambda n, s: calls.append(n))
+    assert calls == [timed]  # once, after two warm-up batches
