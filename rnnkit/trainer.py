@@ -685,6 +685,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
 
     collect_baseline(wait=False)
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    best_val_logits = None  # the best weights' validation logits, from this process: finish need not redo them
     average = WeightAverage(model, cfg.ema) if cfg.ema is not None else None
     if resume is not None:
         loop, best_state = runio.load_checkpoint(run_dir, model, optimizer, scheduler,
@@ -738,12 +739,14 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
 
         def evaluate() -> dict:
             """Rank 0: validate, and keep these weights if they are the best so far."""
-            nonlocal best_state
+            nonlocal best_state, best_val_logits
             if not math.isfinite(total_loss):
                 raise RnnkitError(f"training diverged (loss is {total_loss}) in epoch {epoch}; "
                                   "lower --lr or set --clip-grad")
             scored = average.model if average is not None else model
-            val = evaluate_encoded(scored, data["val"], labels, cfg.batch_size * 4, device, loss_fn, amp=amp)
+            val_logits = predict_logits(scored, data["val"].ids, data["val"].lengths, cfg.batch_size * 4, device, amp)
+            val = evaluate_encoded(scored, data["val"], labels, cfg.batch_size * 4, device, loss_fn,
+                                   probs=scored.probabilities(val_logits))
             row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
                    "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
@@ -752,6 +755,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                                                        else metric > loop["best_metric"])
             if improved:
                 best_state = {k: v.detach().clone() for k, v in scored.state_dict().items()}
+                best_val_logits = val_logits
             return {"row": row, "improved": improved}
 
         decision = distributed.on_main(evaluate, world, device)
@@ -785,16 +789,17 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         log(f"early stop: no {cfg.monitor} gain for {cfg.early_stopping} epochs; best epoch {loop['best_epoch']}")
 
     distributed.on_main(lambda: finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log,
-                                       lambda: collect_baseline(wait=True)), world, device)
+                                       lambda: collect_baseline(wait=True), best_val_logits), world, device)
     return Run.load(run_dir)
 
 
 def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vectorizer: Vectorizer,
            data: dict, loop: dict, device: torch.device, log: Callable[[str], None],
-           collect_baseline: Callable[[], None] = lambda: None) -> None:
+           collect_baseline: Callable[[], None] = lambda: None, val_logits: Optional[torch.Tensor] = None) -> None:
     """Evaluate the best weights and write the final artefacts, manifest last. ``collect_baseline`` puts a
     baseline still fitting beside training into ``loop``, waiting for it: called after the evaluation,
-    which it can share the cores with."""
+    which it can share the cores with. ``val_logits``: the validation logits of ``best_state``, when the
+    epoch that kept it computed them (the same weights, batches and arithmetic give the same numbers)."""
     from .baseline import compare_line
     from .calibration import (calibration_report, fit_temperature, plot_reliability, probabilities, reliability,
                               risk_coverage)
@@ -806,7 +811,8 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     if loop.get("pretrain"):
         metrics["pretrain"] = loop["pretrain"]
     amp = autocast_dtype(cfg, device)  # what the run will predict in (rnnkit.predict.Run)
-    logits = {name: predict_logits(model, data[name].ids, data[name].lengths, cfg.batch_size * 4, device, amp)
+    logits = {name: val_logits if name == "val" and val_logits is not None else
+              predict_logits(model, data[name].ids, data[name].lengths, cfg.batch_size * 4, device, amp)
               for name in ("val", "test") if name in data}
     # Temperature scaling on val: the same arg-max, probabilities that mean what they say.
     temperature = fit_temperature(logits["val"], data["val"].labels) if "val" in logits else 1.0

@@ -399,3 +399,23 @@ def test_the_epoch_forecast_times_20_batches_or_a_twentieth_of_the_epoch(n_batch
     train_epoch(model, split, batches, torch.optim.SGD(model.parameters(), lr=0.1), torch.nn.CrossEntropyLoss(),
                 None, torch.device("cpu"), estimate=lambda n, s: calls.append(n))
     assert calls == [timed]  # once, after two warm-up batches
+
+
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_finish_reuses_the_best_epochs_validation_logits(toy_csv, tmp_path, monkeypatch, ema):
+    from rnnkit import trainer
+    from rnnkit.predict import predict_logits
+
+    seen = {}
+    real = trainer.finish
+
+    def spy(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect, val_logits=None):
+        model.load_state_dict(best_state)
+        fresh = predict_logits(model, data["val"].ids, data["val"].lengths, cfg.batch_size * 4, device,
+                               trainer.autocast_dtype(cfg, device))
+        seen.update(given=val_logits, fresh=fresh)
+        return real(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect, val_logits)
+
+    monkeypatch.setattr(trainer, "finish", spy)
+    rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=4, ema=ema, baseline=False), log=lambda m: None)
+    assert seen["given"] is not None and torch.equal(seen["given"], seen["fresh"])  # the same numbers, not redone
