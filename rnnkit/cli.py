@@ -453,13 +453,12 @@ def explain(
                                                        "refined where the scores miss P(text) - P(baseline) by "
                                                        "over 0.02."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per text."),
-    precision: Optional[str] = _precision_option(),
 ):
     from .explain import render
     from .predict import load
 
     _require_texts(texts, input, "explain", "explain")
-    run = load(run_dir, precision=precision)
+    run = load(run_dir)  # explanations compute in fp32 whatever the run predicts in (rnnkit.explain)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column, text_column is not None)
     explanations = run.explain(texts, method=method, target=target, steps=steps)
