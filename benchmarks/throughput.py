@@ -154,6 +154,7 @@ def plain_train(model, split, batches, cfg, device):
     import torch
     from torch import nn
 
+    from rnnkit.predict import autocast
     from rnnkit.trainer import clip_grad_norm
 
     tensors = []
@@ -167,7 +168,7 @@ def plain_train(model, split, batches, cfg, device):
     def run():
         model.train()
         for ids, lengths, y in tensors:
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+            with autocast(device, amp):
                 loss = loss_fn(model(ids, lengths).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,7 +313,7 @@ def main() -> None:
 
     import torch
 
-    from rnnkit.predict import predict_proba
+    from rnnkit.predict import autocast, predict_proba
     from rnnkit.trainer import autocast_dtype
     from rnnkit.vectorizer import BatchSampler
 
@@ -386,7 +387,7 @@ def main() -> None:
             row["infer_precision"] = "bf16" if amp == torch.bfloat16 else "fp32"
 
             def plain_infer():
-                with torch.no_grad(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                with torch.no_grad(), autocast(device, amp):
                     for ids, lengths in plain_batches:
                         torch.softmax(model(ids, lengths).float(), -1)
             infer = {"rnnkit": lambda: predict_proba(model, train.ids, train.lengths, 512, device, amp),

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .model import SequenceClassifier, rnn_output_width, valid_mask
+from .predict import autocast
 from .vectorizer import BatchSampler, EncodedSplit
 
 # Tokens below the first cutoff get the full head; the rest fall into clusters 4x and 16x narrower.
@@ -91,7 +92,7 @@ def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_
     sampler = BatchSampler(split.lengths, batch_size, shuffle=True, bucket=True, seed=seed + 7919)
     total_steps = max(1, epochs * len(sampler))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)
-    autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    mixed = autocast(device, amp)
     history = []
     model.train()
     # dense gradients for this dense Adam, whatever the classifier's optimizer asked of the embedding
@@ -104,7 +105,7 @@ def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_
         for index in bar:
             ids, lengths, _ = split.batch(index)
             ids = ids.to(device, non_blocking=True)
-            with autocast:
+            with mixed:
                 out = model.sequence_outputs(ids, lengths)
                 loss, count = heads.loss(out, ids, lengths)
             optimizer.zero_grad(set_to_none=True)

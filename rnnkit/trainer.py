@@ -36,7 +36,7 @@ from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function
 from .optim import RowAdam
-from .predict import Run, autocast_dtype, predict_logits, predict_proba
+from .predict import Run, autocast, autocast_dtype, predict_logits, predict_proba
 from .tokencache import tokenize_corpus
 from .tokenizers import VocabularyTooLarge, build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
@@ -433,9 +433,10 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     pin = device.type == "cuda" and split.ids.device.type == "cpu"
-    autocast = torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None)
+    mixed = autocast(device, amp)
     params = list(model.parameters())
-    timed_from, done, timed = None, 0, FORECAST_BATCHES
+    timed_from, done = None, 0
+    timed = max(FORECAST_BATCHES, len(batches) // 20) if hasattr(batches, "__len__") else FORECAST_BATCHES
     for index in batches:
         index, weight = distributed.shard(index, world)
         if index is None:
@@ -444,7 +445,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
         if pin:
             ids, y = ids.pin_memory(), y.pin_memory()
         ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with autocast:
+        with mixed:
             if rdrop:
                 # both dropout draws in one pass over a doubled batch
                 logits, again = model(torch.cat([ids, ids]), torch.cat([lengths, lengths])).float().chunk(2)
@@ -478,7 +479,6 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             done += 1
             if done == 2:
                 timed_from = time.perf_counter()
-                timed = max(FORECAST_BATCHES, len(batches) // 20) if hasattr(batches, "__len__") else FORECAST_BATCHES
             elif done > 2 and (done - 2 == timed or time.perf_counter() - timed_from > 5):
                 estimate(done - 2, time.perf_counter() - timed_from)
                 estimate = None
