@@ -51,6 +51,14 @@ def _env():
     return {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
 
+def _why(proc) -> str:
+    """A failed torchrun's own error lines first, then its tail: torchrun's summary alone fills the
+    tail and hides what the worker printed before it died (a C++ ``what():``, a traceback)."""
+    lines = proc.stderr.splitlines()
+    telling = [l for l in lines if re.search(r"terminate called|what\(\)|Error|Exception|Aborted|error:", l)]
+    return "\n".join(["worker errors:", *telling[:40], "tail:", *lines[-40:]])
+
+
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
@@ -63,7 +71,7 @@ def ddp_run(ddp_data):
     out = root / "ddp"
     proc = subprocess.run(_torchrun("train", "--dataset", str(csv_path), "--out", str(out), "--epochs", "4", *MODEL),
                           env=_env(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == 0, _why(proc)
     return out, proc.stderr
 
 
@@ -120,7 +128,7 @@ def test_two_process_run_resumes_after_sigkill_to_the_same_weights(ddp_data, ddp
 
     resumed = subprocess.run(_torchrun("train", "--resume", str(cut), "--no-progress"), env=_env(),
                              capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, _why(resumed)
     # Killed mid-run, so the resumed processes really train (and talk to each other) again.
     assert re.search(r"^resume: .* from epoch [123] ", resumed.stderr, re.M), resumed.stderr[-2000:]
     wa, wb = load_tensors(full / "model.safetensors"), load_tensors(cut / "model.safetensors")
