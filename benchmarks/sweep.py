@@ -31,9 +31,14 @@ def one(job):
     cfg = cfg.update(overrides)
     started = time.perf_counter()
     run = rnnkit.train(cfg, log=lambda m: None)
-    return {"overrides": overrides, "seed": seed, "val": run.metrics["val"]["accuracy"],
-            "test": run.metrics["test"]["accuracy"], "test_f1": run.metrics["test"]["macro_f1"],
-            "epochs": run.metrics["epochs_run"], "seconds": round(time.perf_counter() - started, 1)}
+    result = {"overrides": overrides, "seed": seed, "val": run.metrics["val"]["accuracy"],
+              "test": run.metrics["test"]["accuracy"], "test_f1": run.metrics["test"]["macro_f1"],
+              "epochs": run.metrics["epochs_run"], "seconds": round(time.perf_counter() - started, 1)}
+    baseline = run.metrics.get("baseline")
+    if baseline:  # the same split's linear model, for a user file whose split the seed draws
+        result["baseline"] = {"val": baseline["val"]["accuracy"], "test": baseline["test"]["accuracy"],
+                              "test_f1": baseline["test"]["macro_f1"]}
+    return result
 
 
 def main() -> None:
