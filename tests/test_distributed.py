@@ -3,10 +3,12 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -69,8 +71,16 @@ def ddp_data(tmp_path_factory):
 def ddp_run(ddp_data):
     root, csv_path = ddp_data
     out = root / "ddp"
-    proc = subprocess.run(_torchrun("train", "--dataset", str(csv_path), "--out", str(out), "--epochs", "4", *MODEL),
-                          env=_env(), capture_output=True, text=True, timeout=300)
+    command = _torchrun("train", "--dataset", str(csv_path), "--out", str(out), "--epochs", "4", *MODEL)
+    proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0 and (out / "run.json").exists() and "(SIGABRT)" in proc.stderr:
+        # Once in CI (2026-12-02) rank 0 died by SIGABRT and the log kept nothing of why; dozens of runs
+        # here, alone and beside the rest of the suite, never repeated it. The manifest is written last,
+        # so a complete folder means the abort came at teardown (gloo's, as 408a7d5 saw before its
+        # barrier). Say so loudly and try once more: a failure inside training still fails the test.
+        warnings.warn("torchrun aborted after the run was complete; retrying once\n" + _why(proc))
+        shutil.rmtree(out)
+        proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, _why(proc)
     return out, proc.stderr
 
