@@ -867,6 +867,9 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
 
 
 def _duration(seconds: float) -> str:
+    """``1.4 s``, ``27 s``, ``3 min``, ``1.6 h``: under 10 s whole seconds would round 1.4 to 1."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 5400:

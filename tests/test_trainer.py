@@ -419,3 +419,9 @@ def test_finish_reuses_the_best_epochs_validation_logits(toy_csv, tmp_path, monk
     monkeypatch.setattr(trainer, "finish", spy)
     rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=4, ema=ema, baseline=False), log=lambda m: None)
     assert seen["given"] is not None and torch.equal(seen["given"], seen["fresh"])  # the same numbers, not redone
+
+
+def test_durations_in_the_forecast_keep_a_decimal_under_ten_seconds():
+    from rnnkit.trainer import _duration
+
+    assert [_duration(s) for s in (1.44, 9.96, 27.4, 150, 7200)] == ["1.4 s", "10.0 s", "27 s", "2 min", "2.0 h"]
