@@ -29,6 +29,7 @@ scikit-learn is imported here only, so ``import rnnkit`` stays light.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -461,6 +462,23 @@ def compare_line(split: str, metrics: dict, baseline: Optional[dict]) -> str:
         if theirs and key in theirs:
             line += f" (baseline {theirs[key]:.4f})"
     return line
+
+
+def behind_note(metrics: dict, baseline: Optional[dict], train_size: int) -> Optional[str]:
+    """A line for a run whose linear baseline leads on validation by more than one standard error of
+    the baseline's accuracy there (``sqrt(p (1 - p) / n)``); None when it does not. Validation, not test:
+    the run chose its epoch there, so this is the comparison a user may act on."""
+    ours, theirs = metrics.get("val"), (baseline or {}).get("val")
+    if not ours or not theirs or not ours.get("n"):
+        return None
+    gap, p, n = theirs["accuracy"] - ours["accuracy"], theirs["accuracy"], ours["n"]
+    noise = math.sqrt(p * (1 - p) / n)
+    if gap <= noise:
+        return None
+    return (f"note: the linear baseline leads on validation by {100 * gap:.1f} points, beyond the "
+            f"{100 * noise:.1f}-point noise of {n:,} texts. On {train_size:,} training texts that is "
+            "common: the network learns every token's embedding from them, the n-gram model needs none. "
+            "Its settings and scores are in metrics.json under \"baseline\"")
 
 
 if __name__ == "__main__":

@@ -800,7 +800,7 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     baseline still fitting beside training into ``loop``, waiting for it: called after the evaluation,
     which it can share the cores with. ``val_logits``: the validation logits of ``best_state``, when the
     epoch that kept it computed them (the same weights, batches and arithmetic give the same numbers)."""
-    from .baseline import compare_line
+    from .baseline import behind_note, compare_line
     from .calibration import (calibration_report, fit_temperature, plot_reliability, probabilities, reliability,
                               risk_coverage)
     from .metrics import plot_confusion_matrix, plot_history
@@ -863,6 +863,9 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     for name in ("val", "test"):
         if name in metrics:
             log(compare_line(name, metrics, baseline))
+    note = behind_note(metrics, baseline, len(data["train"]))
+    if note:
+        log(note)
     log(f"run saved to {run_dir}")
 
 

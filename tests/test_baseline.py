@@ -245,3 +245,17 @@ def test_cli_baseline_reads_files_as_train_does(tmp_path):
     assert res.returncode == 0, res.stderr
     result = json.loads(res.stdout)
     assert "micro_f1" in result["test"] and result["test"]["micro_f1"] > 0.7
+
+
+def test_a_run_says_when_the_baseline_leads_on_validation_beyond_the_noise():
+    from rnnkit.baseline import behind_note
+
+    base = {"val": {"accuracy": 0.7675, "n": 400}, "test": {"accuracy": 0.7425}}
+    behind = {"val": {"accuracy": 0.71, "n": 400}}
+    note = behind_note(behind, base, 3200)
+    assert note.startswith("note: the linear baseline leads on validation by 5.8 points")
+    assert "2.1-point noise of 400 texts" in note and "3,200 training texts" in note
+    # Within one standard error (2.1 points at 400 texts), or ahead: nothing to say.
+    assert behind_note({"val": {"accuracy": 0.75, "n": 400}}, base, 3200) is None
+    assert behind_note({"val": {"accuracy": 0.80, "n": 400}}, base, 3200) is None
+    assert behind_note(behind, None, 3200) is None
