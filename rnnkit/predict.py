@@ -83,17 +83,30 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def inference_dtype(cfg: Config, device: torch.device, precision: Optional[str] = None) -> Optional[torch.dtype]:
+def precision_name(amp: Optional[torch.dtype]) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"`` for an autocast dtype (None: fp32), as ``metrics.json`` records it."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp]
+
+
+def inference_dtype(cfg: Config, device: torch.device, precision: Optional[str] = None,
+                    trained: Optional[str] = None) -> Optional[torch.dtype]:
     """The autocast dtype a run predicts in on ``device``, or None for fp32.
 
-    ``precision`` None: as the run trained (:func:`autocast_dtype`), so the validation and test scores
-    the run reported, ``predict``, ``evaluate`` and ``serve`` all see the same numbers (``explain``
-    computes in fp32, see :mod:`rnnkit.explain`). bf16 predicted NSMC's validation split 1.6x faster
-    than fp32, whose GEMMs were already near the CPU's fp32 peak. ``"fp32"`` or ``"bf16"`` force one;
-    ``"auto"`` picks bf16 where the CPU computes it natively.
+    ``precision`` None: as the run trained, so the validation and test scores the run reported,
+    ``predict``, ``evaluate`` and ``serve`` all see the same numbers (``explain`` computes in fp32,
+    see :mod:`rnnkit.explain`). ``trained`` is what training recorded (``metrics["precision"]``:
+    fp32, bf16 or fp16); runs from before that record resolve their config on this machine. bf16
+    stays bf16 on a GPU or a CPU with native bf16 and becomes fp32 on a CPU that would emulate it
+    (slowly); fp16 needs a GPU. bf16 predicted NSMC's validation split 1.6x faster than fp32, whose
+    GEMMs were already near the CPU's fp32 peak. ``"fp32"`` or ``"bf16"`` force one; ``"auto"`` picks
+    bf16 where the CPU computes it natively.
     """
     if precision is None:
-        return autocast_dtype(cfg, device)
+        if trained is None:
+            return autocast_dtype(cfg, device)
+        if trained == "bf16" and (device.type == "cuda" or cpu_has_native_bf16()):
+            return torch.bfloat16
+        return torch.float16 if trained == "fp16" and device.type == "cuda" else None
     if precision not in PRECISIONS:
         raise RnnkitError(f"precision must be one of {', '.join(PRECISIONS)} (or left out: as the run trained); "
                           f"got {precision!r}")
@@ -156,16 +169,16 @@ class Run:
         self.metrics = metrics
         self.manifest = manifest
         self.device = next(model.parameters()).device
-        self.amp = inference_dtype(config, self.device, precision)
+        self.amp = inference_dtype(config, self.device, precision, metrics.get("precision"))
         """The autocast dtype every prediction runs in (None: fp32): by default the one the run trained in."""
 
     @classmethod
     def load(cls, path, device: str = "cpu", precision: Optional[str] = None) -> "Run":
         """Load and verify a finished run folder. Nothing is unpickled.
 
-        ``precision``: the arithmetic of its predictions, by default the one it trained in (bf16 on a
-        CPU with native bf16, where the numbers it reported were computed that way too); ``"fp32"``
-        gives what an exported ONNX model computes.
+        ``precision``: the arithmetic of its predictions, by default the one it trained in, where the
+        numbers it reported were computed that way too (:func:`inference_dtype`); ``"fp32"`` gives what
+        an exported ONNX model computes.
         """
         path = Path(path)
         manifest = runio.verify_run(path)

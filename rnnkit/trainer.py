@@ -36,7 +36,7 @@ from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function
 from .optim import RowAdam
-from .predict import Run, autocast, autocast_dtype, predict_logits, predict_proba
+from .predict import Run, autocast, autocast_dtype, precision_name, predict_logits, predict_proba
 from .tokencache import tokenize_corpus
 from .tokenizers import VocabularyTooLarge, build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
@@ -745,8 +745,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                                   "lower --lr or set --clip-grad")
             scored = average.model if average is not None else model
             val_logits = predict_logits(scored, data["val"].ids, data["val"].lengths, cfg.batch_size * 4, device, amp)
+            # predict_logits hands back CPU tensors; the temperature buffer lives on ``device``.
             val = evaluate_encoded(scored, data["val"], labels, cfg.batch_size * 4, device, loss_fn,
-                                   probs=scored.probabilities(val_logits))
+                                   probs=scored.probabilities(val_logits.to(device)).cpu())
             row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
                    "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
@@ -807,10 +808,11 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
 
     model.load_state_dict(best_state)
     labels = vectorizer.class_names
-    metrics = {"best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "train_seconds": loop["seconds"]}
+    amp = autocast_dtype(cfg, device)  # what the run will predict in (rnnkit.predict.Run)
+    metrics = {"best_epoch": loop["best_epoch"], "epochs_run": loop["epoch"], "train_seconds": loop["seconds"],
+               "precision": precision_name(amp)}
     if loop.get("pretrain"):
         metrics["pretrain"] = loop["pretrain"]
-    amp = autocast_dtype(cfg, device)  # what the run will predict in (rnnkit.predict.Run)
     logits = {name: val_logits if name == "val" and val_logits is not None else
               predict_logits(model, data[name].ids, data[name].lengths, cfg.batch_size * 4, device, amp)
               for name in ("val", "test") if name in data}
@@ -871,7 +873,7 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
 
 def _duration(seconds: float) -> str:
     """``1.4 s``, ``27 s``, ``3 min``, ``1.6 h``: under 10 s whole seconds would round 1.4 to 1."""
-    if seconds < 10:
+    if round(seconds, 1) < 10:
         return f"{seconds:.1f} s"
     if seconds < 90:
         return f"{seconds:.0f} s"

@@ -105,16 +105,35 @@ def test_predictions_use_the_arithmetic_the_run_trained_in(trained, monkeypatch)
         rnnkit.load(trained, precision="fp16")
 
 
+def test_a_run_predicts_in_what_its_training_recorded_not_in_what_this_machine_would_pick(trained, monkeypatch):
+    from rnnkit import predict
+
+    cpu, auto = torch.device("cpu"), rnnkit.Config(precision="auto")
+    recorded = json.loads((trained / "metrics.json").read_text())["precision"]
+    assert recorded == predict.precision_name(predict.autocast_dtype(rnnkit.load(trained).config, cpu))
+    monkeypatch.setattr(predict, "cpu_has_native_bf16", lambda: True)
+    # "auto" trained in fp32 on a CPU without bf16 stays fp32 on one with it, and the reverse below.
+    assert predict.inference_dtype(auto, cpu, None, "fp32") is None
+    assert predict.inference_dtype(auto, cpu, None, "bf16") is torch.bfloat16
+    assert predict.inference_dtype(auto, cpu, None, None) is torch.bfloat16  # older runs: resolved here
+    assert predict.inference_dtype(auto, cpu, "fp32", "bf16") is None  # asked for: as asked
+    monkeypatch.setattr(predict, "cpu_has_native_bf16", lambda: False)
+    assert predict.inference_dtype(auto, cpu, None, "bf16") is None  # emulated bf16 would be slow: fp32
+    assert predict.inference_dtype(auto, cpu, None, "fp16") is None  # fp16 autocast is for GPUs
+
+
 def test_cli_precision_option(trained):
     from typer.testing import CliRunner
 
     from rnnkit.cli import app
 
-    out = CliRunner().invoke(app, ["predict", str(trained), "abqcdez", "--json", "--precision", "fp32"])
+    # bf16, not fp32: a machine without native bf16 predicts in fp32 anyway, so only asking for bf16
+    # shows that the flag reached the model everywhere.
+    bf16, fp32 = (float(rnnkit.load(trained, precision=p).predict_proba(["abqcdez"]).max()) for p in ("bf16", "fp32"))
+    assert abs(bf16 - fp32) > 1e-5  # the two are told apart at the tolerance below
+    out = CliRunner().invoke(app, ["predict", str(trained), "abqcdez", "--json", "--precision", "bf16"])
     assert out.exit_code == 0, out.output
-    got = json.loads(out.output.splitlines()[0])["probability"]
-    assert got == pytest.approx(float(rnnkit.load(trained, precision="fp32").predict_proba(["abqcdez"]).max()),
-                                abs=1e-6)
+    assert json.loads(out.output.splitlines()[0])["probability"] == pytest.approx(bf16, abs=1e-6)
     bad = CliRunner().invoke(app, ["evaluate", str(trained), "--precision", "fp16"])
     assert bad.exit_code == 2 and "precision must be one of auto, fp32, bf16" in bad.output
 

@@ -98,7 +98,7 @@ def test_cli_serve_binds_loopback_and_answers(toy_run):
 
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "rnnkit", "serve", str(toy_run), "--port", str(port),
-                             "--precision", "fp32"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--precision", "bf16"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         r = None
         for _ in range(300):
@@ -113,8 +113,12 @@ def test_cli_serve_binds_loopback_and_answers(toy_run):
         assert r.json()["status"] == "ok"
         r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"texts": ["hijklmn"], "top_k": 3})
         assert r.json()["predictions"][0]["label"] == "beta"
-        fp32 = rnnkit.load(toy_run, precision="fp32").predict_proba(["hijklmn"])[0].max()  # --precision reached it
-        assert r.json()["predictions"][0]["probability"] == pytest.approx(float(fp32), abs=1e-6)
+        # bf16: the one precision that differs from the default on every machine (without native bf16
+        # the default is fp32), so matching it shows that --precision reached the model.
+        bf16, fp32 = (float(rnnkit.load(toy_run, precision=p).predict_proba(["hijklmn"])[0].max())
+                      for p in ("bf16", "fp32"))
+        assert abs(bf16 - fp32) > 1e-5
+        assert r.json()["predictions"][0]["probability"] == pytest.approx(bf16, abs=1e-6)
         assert "text/html" in httpx.get(f"http://127.0.0.1:{port}/").headers["content-type"]
     finally:
         proc.terminate()

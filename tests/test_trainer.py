@@ -315,12 +315,13 @@ def test_lstm_with_projections_trains_reloads_and_moves_between_backends(toy_csv
     run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", backend=backend, proj_size=4, epochs=3,
                                    baseline=False), log=lambda m: None)
     assert json.loads((run.path / "config.json").read_text())["proj_size"] == 4
-    assert rnnkit.load(run.path).amp == run.amp  # predictions in the arithmetic the run trained in
+    from rnnkit.predict import autocast_dtype
+
+    assert run.amp == autocast_dtype(run.config, torch.device("cpu"))  # as the run trained
     loaded = rnnkit.load(run.path, precision="fp32")  # the backends agree to fp32's rounding
     assert loaded.model.rnn.proj_size == 4 and loaded.model.rnn.weight_hr_l0.shape == (4, 16)
     texts = ["abcabc", "hijhij", "opqopq"]
     expected = loaded.predict_proba(texts)
-    torch.testing.assert_close(rnnkit.load(run.path).predict_proba(texts), run.predict_proba(texts))
     # The saved weights load into the other backend's model and give the same probabilities.
     other = "scratch" if backend == "torch" else "torch"
     twin = SequenceClassifier.from_config(loaded.config.update({"backend": other}), len(loaded.vectorizer.vocab),
@@ -404,24 +405,32 @@ def test_the_epoch_forecast_times_20_batches_or_a_twentieth_of_the_epoch(n_batch
 @pytest.mark.parametrize("ema", [None, 0.9])
 def test_finish_reuses_the_best_epochs_validation_logits(toy_csv, tmp_path, monkeypatch, ema):
     from rnnkit import trainer
-    from rnnkit.predict import predict_logits
 
-    seen = {}
-    real = trainer.finish
+    seen, rows = {}, []  # rows: the size of each split finish predicts (test's; val's too if it redid it)
+    real_finish, real_predict = trainer.finish, trainer.predict_logits
+
+    def counting(model, ids, *args, **kwargs):
+        rows.append(len(ids))
+        return real_predict(model, ids, *args, **kwargs)
 
     def spy(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect, val_logits=None):
         model.load_state_dict(best_state)
-        fresh = predict_logits(model, data["val"].ids, data["val"].lengths, cfg.batch_size * 4, device,
-                               trainer.autocast_dtype(cfg, device))
-        seen.update(given=val_logits, fresh=fresh)
-        return real(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect, val_logits)
+        seen.update(given=val_logits, fresh=real_predict(model, data["val"].ids, data["val"].lengths,
+                                                         cfg.batch_size * 4, device, trainer.autocast_dtype(cfg, device)))
+        monkeypatch.setattr(trainer, "predict_logits", counting)
+        try:
+            return real_finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect,
+                               val_logits)
+        finally:
+            monkeypatch.setattr(trainer, "predict_logits", real_predict)
 
     monkeypatch.setattr(trainer, "finish", spy)
-    rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=4, ema=ema, baseline=False), log=lambda m: None)
-    assert seen["given"] is not None and torch.equal(seen["given"], seen["fresh"])  # the same numbers, not redone
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", epochs=4, ema=ema, baseline=False), log=lambda m: None)
+    assert seen["given"] is not None and torch.equal(seen["given"], seen["fresh"])  # the same numbers ...
+    assert rows == [run.metrics["test"]["n"]]  # ... not computed again: finish predicted the test split only
 
 
 def test_durations_in_the_forecast_keep_a_decimal_under_ten_seconds():
     from rnnkit.trainer import _duration
 
-    assert [_duration(s) for s in (1.44, 9.96, 27.4, 150, 7200)] == ["1.4 s", "10.0 s", "27 s", "2 min", "2.0 h"]
+    assert [_duration(s) for s in (1.44, 9.94, 9.96, 27.4, 150, 7200)] == ["1.4 s", "9.9 s", "10 s", "27 s", "2 min", "2.0 h"]
