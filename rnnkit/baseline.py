@@ -464,7 +464,7 @@ def compare_line(split: str, metrics: dict, baseline: Optional[dict]) -> str:
     return line
 
 
-def behind_note(metrics: dict, baseline: Optional[dict], train_size: int) -> Optional[str]:
+def behind_note(metrics: dict, baseline: Optional[dict]) -> Optional[str]:
     """A line for a run whose linear baseline leads on validation by more than one standard error of
     the baseline's accuracy there (``sqrt(p (1 - p) / n)``); None when it does not. Validation, not test:
     the run chose its epoch there, so this is the comparison a user may act on."""
@@ -476,9 +476,9 @@ def behind_note(metrics: dict, baseline: Optional[dict], train_size: int) -> Opt
     if gap <= noise:
         return None
     return (f"note: the linear baseline leads on validation by {100 * gap:.1f} points, beyond the "
-            f"{100 * noise:.1f}-point noise of {n:,} texts. On {train_size:,} training texts that is "
-            "common: the network learns every token's embedding from them, the n-gram model needs none. "
-            "Its settings and scores are in metrics.json under \"baseline\"")
+            f"{100 * noise:.1f}-point noise of {n:,} texts: on this data it is the stronger model so far. "
+            "docs/accuracy.md lists the options that can lift the network; the baseline's settings are in "
+            "metrics.json under \"baseline\"")
 
 
 if __name__ == "__main__":

@@ -865,7 +865,7 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     for name in ("val", "test"):
         if name in metrics:
             log(compare_line(name, metrics, baseline))
-    note = behind_note(metrics, baseline, len(data["train"]))
+    note = behind_note(metrics, baseline)
     if note:
         log(note)
     log(f"run saved to {run_dir}")
