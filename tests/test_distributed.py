@@ -61,6 +61,20 @@ def _why(proc) -> str:
     return "\n".join(["worker errors:", *telling[:40], "tail:", *lines[-40:]])
 
 
+def _aborted_at_teardown(proc, folder: Path) -> bool:
+    """torchrun failed by SIGABRT although ``folder`` holds a finished run (the manifest is written last).
+
+    Once in CI (2026-12-02) rank 0 died by SIGABRT and the log kept nothing of why; dozens of runs
+    here, alone and beside the rest of the suite, never repeated it. A complete folder means the
+    abort came at teardown (gloo's, as 408a7d5 saw before its barrier), so the callers warn with the
+    workers' error lines and go on; a failure inside training still fails them.
+    """
+    if proc.returncode != 0 and (folder / "run.json").exists() and "(SIGABRT)" in proc.stderr:
+        warnings.warn("torchrun aborted after the run was complete\n" + _why(proc))
+        return True
+    return False
+
+
 @pytest.fixture(scope="module")
 def ddp_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
@@ -73,12 +87,7 @@ def ddp_run(ddp_data):
     out = root / "ddp"
     command = _torchrun("train", "--dataset", str(csv_path), "--out", str(out), "--epochs", "4", *MODEL)
     proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0 and (out / "run.json").exists() and "(SIGABRT)" in proc.stderr:
-        # Once in CI (2026-12-02) rank 0 died by SIGABRT and the log kept nothing of why; dozens of runs
-        # here, alone and beside the rest of the suite, never repeated it. The manifest is written last,
-        # so a complete folder means the abort came at teardown (gloo's, as 408a7d5 saw before its
-        # barrier). Say so loudly and try once more: a failure inside training still fails the test.
-        warnings.warn("torchrun aborted after the run was complete; retrying once\n" + _why(proc))
+    if _aborted_at_teardown(proc, out):  # train once more: the tests below read its log too
         shutil.rmtree(out)
         proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, _why(proc)
@@ -138,7 +147,7 @@ def test_two_process_run_resumes_after_sigkill_to_the_same_weights(ddp_data, ddp
 
     resumed = subprocess.run(_torchrun("train", "--resume", str(cut), "--no-progress"), env=_env(),
                              capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, _why(resumed)
+    assert resumed.returncode == 0 or _aborted_at_teardown(resumed, cut), _why(resumed)
     # Killed mid-run, so the resumed processes really train (and talk to each other) again.
     assert re.search(r"^resume: .* from epoch [123] ", resumed.stderr, re.M), resumed.stderr[-2000:]
     wa, wb = load_tensors(full / "model.safetensors"), load_tensors(cut / "model.safetensors")
