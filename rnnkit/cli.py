@@ -220,6 +220,9 @@ def evaluate(
     label_column: Optional[str] = typer.Option(None),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics object as JSON."),
     precision: Optional[str] = _precision_option(),
+    cache_tokens: Optional[bool] = typer.Option(
+        None, "--cache-tokens/--no-cache-tokens",
+        help="Read and write the token cache when scoring 2,000 texts or more (default: as the run trained)."),
 ):
     from .data import DATASETS, PYTHON_DATA, load_config_splits, read_table
     from .predict import load
@@ -242,7 +245,7 @@ def evaluate(
         if len(part) == 0:
             raise RnnkitError(f"the {split} split of {dataset or cfg.dataset} is empty; choose another --split")
         texts, labels, source = part.texts, part.labels, f"the {split} split"
-    report = run.evaluate(texts, labels, source=source)
+    report = run.evaluate(texts, labels, source=source, cache_tokens=cache_tokens)
     # The baseline was scored when the run trained, on this same split: shown only for that split.
     stored = (run.metrics.get("baseline") or {}).get(split) if input is None and dataset in (None, cfg.dataset) \
         else None

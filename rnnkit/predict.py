@@ -263,10 +263,15 @@ class Run:
         return explain_texts(self, texts, method, target, DEFAULT_STEPS if steps is None else steps,
                              TOLERANCE if tolerance is None else tolerance)
 
-    def evaluate(self, texts: Sequence[str], labels: Sequence, source: str = "data") -> dict:
+    def evaluate(self, texts: Sequence[str], labels: Sequence, source: str = "data",
+                 cache_tokens: Optional[bool] = None) -> dict:
         """Accuracy, macro-F1, per-class scores and confusion matrix on labelled texts, with the
         calibration error (``ece``) and a ``risk_coverage`` table: the share of texts answered and
         their accuracy when abstaining below each probability threshold.
+
+        From :data:`CACHED_FROM` texts the tokens go through the token cache (:mod:`rnnkit.tokencache`):
+        read when the run's training left them there, written otherwise. ``cache_tokens`` False
+        neither reads nor writes it; None does as the run's config says.
 
         Multi-label models: subset accuracy, micro/macro-F1 and per-label scores at the tuned
         thresholds (:func:`rnnkit.metrics.multilabel_report`); ``labels`` are tuples of labels.
@@ -283,7 +288,8 @@ class Run:
             from .tokencache import tokenize_corpus
 
             # A split the run trained on is in the token cache already (NSMC's test split: 13-16 s of kiwi).
-            tokens = tokenize_corpus(self.vectorizer.tokenizer, texts, cache=self.config.cache_tokens,
+            cache = self.config.cache_tokens if cache_tokens is None else cache_tokens
+            tokens = tokenize_corpus(self.vectorizer.tokenizer, texts, cache=cache,
                                      progress=self.config.progress, desc=source, log=lambda m: None)
         ids, lengths = self.vectorizer.encode_texts(texts, tokens)
         probs = predict_proba(self.model, ids, lengths, 256, self.device, self.amp)

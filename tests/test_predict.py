@@ -151,5 +151,22 @@ def test_evaluate_reads_many_texts_through_the_token_cache(trained, monkeypatch)
     monkeypatch.setattr(run.vectorizer.tokenizer, "batch", lambda t: calls.append(len(t)) or batch(t))
     assert run.evaluate(texts, labels) == direct
     assert run.evaluate(texts, labels) == direct and calls == [12]  # the second time from the cache
+    assert run.evaluate(texts, labels, cache_tokens=False) == direct and calls == [12, 12]  # asked not to
     with pytest.raises(RnnkitError, match="text #2 is empty"):
         run.evaluate(["abc", " "] * 3, ["alpha"] * 6)
+
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--no-cache-tokens"], False), (["--cache-tokens"], True)])
+def test_cli_evaluate_passes_the_token_cache_choice(trained, monkeypatch, flag, expected):
+    from typer.testing import CliRunner
+
+    from rnnkit import predict
+    from rnnkit.cli import app
+
+    seen = []
+    real = predict.Run.evaluate
+    monkeypatch.setattr(predict.Run, "evaluate",
+                        lambda self, *a, cache_tokens=None, **k: seen.append(cache_tokens) or real(self, *a, **k))
+    out = CliRunner().invoke(app, ["evaluate", str(trained), *flag])
+    assert out.exit_code == 0, out.output
+    assert seen == [expected]
