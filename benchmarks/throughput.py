@@ -313,7 +313,7 @@ def main() -> None:
 
     import torch
 
-    from rnnkit.predict import autocast, predict_proba
+    from rnnkit.predict import autocast, precision_name, predict_proba
     from rnnkit.trainer import autocast_dtype
     from rnnkit.vectorizer import BatchSampler
 
@@ -384,7 +384,7 @@ def main() -> None:
                              for b in BatchSampler(train.lengths, 512, shuffle=False, bucket=True)]
 
             amp = autocast_dtype(cfg, device)  # what rnnkit.load(run) predicts in
-            row["infer_precision"] = "bf16" if amp == torch.bfloat16 else "fp32"
+            row["infer_precision"] = precision_name(amp)
 
             def plain_infer():
                 with torch.no_grad(), autocast(device, amp):

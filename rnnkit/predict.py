@@ -149,7 +149,12 @@ def predict_proba(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Tens
     ``model`` is a :class:`SequenceClassifier`: its ``probabilities`` gives a softmax, or a sigmoid
     per label, of the logits divided by its fitted temperature (calibrated probabilities).
     """
-    logits = predict_logits(model, ids, lengths, batch_size, device, amp)
+    return calibrated(model, predict_logits(model, ids, lengths, batch_size, device, amp))
+
+
+def calibrated(model: torch.nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """``model.probabilities`` of :func:`predict_logits`' CPU logits, computed where the model's
+    temperature lives and handed back on the CPU."""
     return model.probabilities(logits.to(model.temperature.device)).cpu()
 
 

@@ -36,7 +36,7 @@ from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function
 from .optim import RowAdam
-from .predict import Run, autocast, autocast_dtype, precision_name, predict_logits, predict_proba
+from .predict import Run, autocast, autocast_dtype, calibrated, precision_name, predict_logits
 from .tokencache import tokenize_corpus
 from .tokenizers import VocabularyTooLarge, build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
@@ -348,20 +348,16 @@ def _auto_max_len(tokens, log: Callable[[str], None]) -> Optional[int]:
     return p99
 
 
-def evaluate_encoded(model: nn.Module, split: EncodedSplit, labels: list[str], batch_size: int,
-                     device: torch.device, loss_fn: Optional[nn.Module] = None,
-                     thresholds: Optional[torch.Tensor] = None, probs: Optional[torch.Tensor] = None,
-                     amp: Optional[torch.dtype] = None) -> dict:
-    """Loss (if ``loss_fn``) and the full classification report for one encoded split, predicted under
-    autocast in ``amp`` (training's, so that the reported numbers are what the run's predictions give).
+def evaluate_encoded(split: EncodedSplit, labels: list[str], probs: torch.Tensor,
+                     loss_fn: Optional[nn.Module] = None, thresholds: Optional[torch.Tensor] = None) -> dict:
+    """Loss (if ``loss_fn``) and the full classification report for one encoded split from its
+    probabilities ``probs`` (:func:`rnnkit.predict.calibrated` of the logits the run predicted).
 
     Multi-label splits (2-D labels) get :func:`rnnkit.metrics.multilabel_report` at ``thresholds``
-    (0.5 when None). ``probs``: this split's probabilities, when already computed.
+    (0.5 when None).
     """
     from .metrics import classification_report, multilabel_report
 
-    if probs is None:
-        probs = predict_proba(model, split.ids, split.lengths, batch_size, device, amp)
     if split.labels.ndim == 2:
         th = thresholds if thresholds is not None else torch.full((len(labels),), 0.5)
         report = multilabel_report(split.labels.numpy(), probs.numpy(), th.numpy(), labels)
@@ -745,9 +741,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                                   "lower --lr or set --clip-grad")
             scored = average.model if average is not None else model
             val_logits = predict_logits(scored, data["val"].ids, data["val"].lengths, cfg.batch_size * 4, device, amp)
-            # predict_logits hands back CPU tensors; the temperature buffer lives on ``device``.
-            val = evaluate_encoded(scored, data["val"], labels, cfg.batch_size * 4, device, loss_fn,
-                                   probs=scored.probabilities(val_logits.to(device)).cpu())
+            val = evaluate_encoded(data["val"], labels, calibrated(scored, val_logits), loss_fn)
             row = {"epoch": epoch, "train_loss": total_loss / seen, "train_accuracy": correct / seen,
                    "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
                    "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
@@ -819,7 +813,7 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     # Temperature scaling on val: the same arg-max, probabilities that mean what they say.
     temperature = fit_temperature(logits["val"], data["val"].labels) if "val" in logits else 1.0
     model.temperature.fill_(temperature)
-    probs = {name: model.probabilities(z.to(device)).cpu() for name, z in logits.items()}
+    probs = {name: calibrated(model, z) for name, z in logits.items()}
     thresholds = None
     if vectorizer.multilabel:
         from .metrics import tune_thresholds
@@ -831,8 +825,7 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
         log("thresholds (tuned on val): " + ", ".join(f"{l} {t:.2f}" for l, t in zip(labels, vectorizer.thresholds)))
     for name in logits:
         y = data[name].labels
-        metrics[name] = evaluate_encoded(model, data[name], labels, cfg.batch_size * 4, device,
-                                         thresholds=thresholds, probs=probs[name])
+        metrics[name] = evaluate_encoded(data[name], labels, probs[name], thresholds=thresholds)
         metrics[name]["calibration"] = calibration_report(logits[name], y, temperature)
         if not vectorizer.multilabel:
             metrics[name]["risk_coverage"] = risk_coverage(probs[name], y)
