@@ -161,6 +161,9 @@ def train(
     baseline: Optional[bool] = typer.Option(None, "--baseline/--no-baseline",
                                             help="Fit the linear n-gram baseline too and report it beside the RNN "
                                                  "(default on; seconds)."),
+    hybrid: Optional[bool] = typer.Option(None, "--hybrid/--no-hybrid",
+                                          help="Also mix the RNN with the linear baseline, weighted on val; "
+                                               "predict, evaluate and serve then use the mix (docs/accuracy.md)."),
     set_: List[str] = typer.Option([], "--set", help="Any other setting, KEY=VALUE (repeatable)."),
 ):
     from .config import resolve_config
@@ -176,6 +179,7 @@ def train(
         "early_stopping": early_stopping, "monitor": monitor, "class_weights": class_weights,
         "label_smoothing": label_smoothing, "seed": seed, "device": device, "amp": amp, "num_threads": threads,
         "progress": progress, "precision": precision, "kernel": kernel, "baseline": baseline,
+        "hybrid": hybrid,
     }
     flags = {k: v for k, v in flags.items() if v is not None}
     flags.update(_parse_sets(set_))
@@ -249,6 +253,8 @@ def evaluate(
     # The baseline was scored when the run trained, on this same split: shown only for that split.
     stored = (run.metrics.get("baseline") or {}).get(split) if input is None and dataset in (None, cfg.dataset) \
         else None
+    if run.hybrid is not None:
+        report["hybrid"] = {"weight": run.hybrid.weight}
     if as_json:
         if stored:
             report["baseline"] = {**stored, "settings": run.metrics["baseline"]["settings"]}
@@ -256,6 +262,9 @@ def evaluate(
         return
     typer.echo(f"{source}: {report['n']} examples  accuracy {report['accuracy']:.4f}  "
                f"macro-F1 {report['macro_f1']:.4f}  weighted-F1 {report['weighted_f1']:.4f}")
+    if run.hybrid is not None:
+        typer.echo(f"(the run's hybrid: RNN weight {run.hybrid.weight:.2f} + linear baseline, as predict and serve "
+                   "use it; metrics.json has the RNN alone and the hybrid under \"hybrid\")")
     if stored:
         from .baseline import compare_line
 
@@ -462,6 +471,10 @@ def explain(
 
     _require_texts(texts, input, "explain", "explain")
     run = load(run_dir)  # explanations compute in fp32 whatever the run predicts in (rnnkit.explain)
+    if run.hybrid is not None:
+        typer.echo("note: this explains the RNN alone; the run's predictions mix it with the linear baseline "
+                   f"(--hybrid, RNN weight {run.hybrid.weight:.2f}), so a label or probability here can differ "
+                   "from rnnkit predict's", err=True)
     if input is not None:
         texts = _read_input_texts(input, text_column or run.config.text_column, text_column is not None)
     explanations = run.explain(texts, method=method, target=target, steps=steps)
@@ -568,6 +581,9 @@ def export(
     info = export_run(run_dir, out, format)
     typer.echo(f"exported {out / info['file']} ({format}); largest difference from PyTorch on random "
                f"mixed-length batches: {info['max_abs_difference_vs_pytorch']:.1e}")
+    if info["hybrid_not_exported"]:
+        typer.echo("note: the export holds the RNN alone; this run's hybrid (the RNN mixed with its linear "
+                   "baseline) predicts only through rnnkit predict/evaluate/serve", err=True)
 
 
 lab_app = typer.Typer(

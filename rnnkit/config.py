@@ -182,6 +182,8 @@ class Config:
     out: Optional[str] = None
     baseline: bool = True
     """Also fit the linear n-gram baseline (rnnkit.baseline) on the same splits and report it beside the RNN."""
+    hybrid: bool = False
+    """Also mix the RNN with the linear baseline (rnnkit.hybrid), the weight chosen on val; predictions use the mix."""
     progress: bool = True
     """Progress bars on a terminal (never written into logs or pipes)."""
 
@@ -276,6 +278,11 @@ class Config:
         _float_range("lr_factor", self.lr_factor, 0.0, 1.0, lo_open=True, hi_open=True)
         if self.clip_grad is not None:
             _float_range("clip_grad", self.clip_grad, 0.0, 1e6, lo_open=True)
+        if self.hybrid and not self.baseline:
+            raise RnnkitError("hybrid mixes the RNN with the linear baseline, so it needs the baseline: drop "
+                              "--no-baseline or --hybrid")
+        if self.hybrid and self.head != "softmax":
+            raise RnnkitError(f"hybrid works with the softmax head; got head={self.head!r}: drop --hybrid or --head")
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
             raise RnnkitError(f"device must be cpu, cuda, cuda:N or auto; got {self.device!r}")
         return self

@@ -176,6 +176,7 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             "multilabel": run.multilabel,
             "thresholds": run.vectorizer.thresholds if run.multilabel else None,
             "temperature": float(run.model.temperature),
+            "hybrid_not_exported": run.hybrid is not None,
             "max_abs_difference_vs_pytorch": diff,
             "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
             "source_run": str(Path(run_dir).resolve()),

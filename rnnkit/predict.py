@@ -166,7 +166,7 @@ class Run:
     """A trained model with its vectorizer and metrics, loaded from a run folder."""
 
     def __init__(self, path: Path, config: Config, vectorizer: Vectorizer, model: SequenceClassifier,
-                 metrics: dict, manifest: dict, precision: Optional[str] = None):
+                 metrics: dict, manifest: dict, precision: Optional[str] = None, hybrid=None):
         self.path = Path(path)
         self.config = config
         self.vectorizer = vectorizer
@@ -176,6 +176,10 @@ class Run:
         self.device = next(model.parameters()).device
         self.amp = inference_dtype(config, self.device, precision, metrics.get("precision"))
         """The autocast dtype every prediction runs in (None: fp32): by default the one the run trained in."""
+        self.hybrid = hybrid
+        """The RNN mixed with the linear baseline (:class:`rnnkit.hybrid.Hybrid`) for a run trained with
+        ``--hybrid``, else None. ``predict_proba``, ``predict`` and ``evaluate`` use the mix; set it to
+        None for the RNN alone."""
 
     @classmethod
     def load(cls, path, device: str = "cpu", precision: Optional[str] = None) -> "Run":
@@ -197,7 +201,15 @@ class Run:
         except RuntimeError as exc:
             raise RnnkitError(f"{path}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
         metrics = runio.read_json(path / "metrics.json")
-        return cls(path, config, vectorizer, model.to(device), metrics, manifest, precision)
+        hybrid = None
+        if (metrics.get("hybrid") or {}).get("saved") and "hybrid.json" not in manifest.get("files", {}):
+            raise RnnkitError(f"{path}: {runio.MANIFEST} does not list hybrid.json (edited or damaged); "
+                              "restore it or re-train")
+        if "hybrid.json" in manifest.get("files", {}):
+            from .hybrid import Hybrid
+
+            hybrid = Hybrid.load(path)
+        return cls(path, config, vectorizer, model.to(device), metrics, manifest, precision, hybrid)
 
     @property
     def labels(self) -> list[str]:
@@ -222,8 +234,16 @@ class Run:
     def predict_proba(self, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
         """Probabilities ``(len(texts), num_classes)``, columns in the order of :attr:`labels`
         (multi-label: each label's own probability; rows need not sum to 1)."""
-        ids, lengths = self.vectorizer.encode_texts(self._check_texts(texts))
-        return predict_proba(self.model, ids, lengths, batch_size, self.device, self.amp)
+        texts = self._check_texts(texts)
+        ids, lengths = self.vectorizer.encode_texts(texts)
+        return self._mixed(predict_proba(self.model, ids, lengths, batch_size, self.device, self.amp), texts)
+
+    def _mixed(self, probs: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """The hybrid's probabilities where the run has one, else the RNN's ``probs`` (``serve`` calls it too)."""
+        if self.hybrid is None:
+            return probs
+        prepare = self.vectorizer.tokenizer.prepare
+        return self.hybrid.mix(probs, [prepare(t) for t in texts])
 
     def predict(self, texts: Sequence[str] | str, top_k: int = 3, batch_size: int = 256,
                 abstain_below: Optional[float] = None) -> list[Prediction]:
@@ -297,7 +317,7 @@ class Run:
             tokens = tokenize_corpus(self.vectorizer.tokenizer, texts, cache=cache,
                                      progress=self.config.progress, desc=source, log=lambda m: None)
         ids, lengths = self.vectorizer.encode_texts(texts, tokens)
-        probs = predict_proba(self.model, ids, lengths, 256, self.device, self.amp)
+        probs = self._mixed(predict_proba(self.model, ids, lengths, 256, self.device, self.amp), texts)
         if self.multilabel:
             return multilabel_report(y.numpy(), probs.numpy(), self.vectorizer.label_thresholds().numpy(),
                                      self.labels)

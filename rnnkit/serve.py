@@ -165,6 +165,7 @@ class MicroBatcher:
             ids = torch.cat([torch.nn.functional.pad(j.ids, (0, width - j.ids.shape[1])) for _, j in ok])
             lengths = torch.cat([j.lengths for _, j in ok])
             probs = predict_proba(self.run.model, ids, lengths, self.limits.max_batch, self.run.device, self.run.amp)
+            probs = self.run._mixed(probs, [t for _, j in ok for t in j.texts])  # a --hybrid run's mix
             self.batches += 1
             self.texts += len(lengths)
             start = 0
@@ -332,6 +333,10 @@ def create_app(run: Run | str, limits: Optional[Limits] = None, abstain_below: O
                 "tokenizer": run.vectorizer.tokenizer.name, "temperature": float(run.model.temperature),
                 "abstain_below": abstain_below,
                 "baseline_test_accuracy": baseline.get("accuracy"),
+                # A hybrid run predicts with the mix (rnnkit.hybrid); its test accuracy, weight None without one.
+                "hybrid": ({"weight": run.hybrid.weight,
+                            "test_accuracy": (run.metrics.get("hybrid") or {}).get("test", {}).get("accuracy")}
+                           if run.hybrid is not None else None),
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "uptime_seconds": round(time.time() - started, 1),
                 "batches": batcher.batches, "texts": batcher.texts}

@@ -601,6 +601,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                                       Vectorizer.from_dict(shared["vectorizer"]), log)
     cfg = cfg.update({"out": str(run_dir)})
     labels = vectorizer.class_names
+    if cfg.hybrid and vectorizer.multilabel:
+        raise RnnkitError("hybrid works with single-label data (it mixes class distributions); drop --hybrid "
+                          "for this multi-label file")
 
     torch.manual_seed(cfg.seed)
     model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels),
@@ -784,17 +787,20 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         log(f"early stop: no {cfg.monitor} gain for {cfg.early_stopping} epochs; best epoch {loop['best_epoch']}")
 
     distributed.on_main(lambda: finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log,
-                                       lambda: collect_baseline(wait=True), best_val_logits), world, device)
+                                       lambda: collect_baseline(wait=True), best_val_logits, mine.get("splits")),
+                        world, device)
     return Run.load(run_dir)
 
 
 def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vectorizer: Vectorizer,
            data: dict, loop: dict, device: torch.device, log: Callable[[str], None],
-           collect_baseline: Callable[[], None] = lambda: None, val_logits: Optional[torch.Tensor] = None) -> None:
+           collect_baseline: Callable[[], None] = lambda: None, val_logits: Optional[torch.Tensor] = None,
+           splits: Optional[Splits] = None) -> None:
     """Evaluate the best weights and write the final artefacts, manifest last. ``collect_baseline`` puts a
     baseline still fitting beside training into ``loop``, waiting for it: called after the evaluation,
     which it can share the cores with. ``val_logits``: the validation logits of ``best_state``, when the
-    epoch that kept it computed them (the same weights, batches and arithmetic give the same numbers)."""
+    epoch that kept it computed them (the same weights, batches and arithmetic give the same numbers).
+    ``splits``: the run's texts, which ``cfg.hybrid`` needs to fit its linear model (:mod:`rnnkit.hybrid`)."""
     from .baseline import behind_note, compare_line
     from .calibration import (calibration_report, fit_temperature, plot_reliability, probabilities, reliability,
                               risk_coverage)
@@ -837,9 +843,20 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     baseline = loop.get("baseline")
     if baseline is not None:
         metrics["baseline"] = baseline
+    files = ["config.json", "vectorizer.json", "model.safetensors", "metrics.json", "history.jsonl"]
+    if cfg.hybrid and baseline is None:
+        log("hybrid: skipped, since the baseline it mixes in did not come; the run is the RNN alone")
+    elif cfg.hybrid:
+        from .hybrid import build
+
+        prepare_text = vectorizer.tokenizer.prepare
+        texts = {s: [prepare_text(t) for t in splits[s].texts] for s in ("train", *probs)}
+        hybrid, metrics["hybrid"] = build(texts, {s: data[s].labels.numpy() for s in texts}, probs, len(labels),
+                                          baseline, labels)
+        if metrics["hybrid"]["saved"]:
+            files += hybrid.save(run_dir)
     runio.save_tensors(run_dir / "model.safetensors", model.state_dict(), {"format": "rnnkit"})
     runio.atomic_write_json(run_dir / "metrics.json", metrics)
-    files = ["config.json", "vectorizer.json", "model.safetensors", "metrics.json", "history.jsonl"]
     try:
         if "confusion_matrix" in metrics[shown]:  # multi-label runs have per-label scores instead
             plot_confusion_matrix(metrics[shown]["confusion_matrix"], labels, run_dir / "confusion_matrix.png",
@@ -858,6 +875,10 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     for name in ("val", "test"):
         if name in metrics:
             log(compare_line(name, metrics, baseline))
+    if "hybrid" in metrics:
+        from .hybrid import summary_line
+
+        log(summary_line(metrics["hybrid"], metrics))
     note = behind_note(metrics, baseline)
     if note:
         log(note)

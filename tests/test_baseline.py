@@ -254,7 +254,7 @@ def test_a_run_says_when_the_baseline_leads_on_validation_beyond_the_noise():
     behind = {"val": {"accuracy": 0.71, "n": 400}}
     note = behind_note(behind, base)
     assert note.startswith("note: the linear baseline leads on validation by 5.8 points")
-    assert "2.1-point noise of 400 texts" in note and "docs/accuracy.md" in note
+    assert "2.1-point noise of 400 texts" in note and "docs/accuracy.md" in note and "--hybrid" in note
     # Within one standard error (2.1 points at 400 texts), or ahead: nothing to say.
     assert behind_note({"val": {"accuracy": 0.75, "n": 400}}, base) is None
     assert behind_note({"val": {"accuracy": 0.80, "n": 400}}, base) is None

@@ -56,7 +56,9 @@ def test_train_and_predict_positive_negative(nsmc_root, tmp_path, tokenizer):
 def test_cli_prints_positive_with_probability(nsmc_root, tmp_path):
     cfg = tiny_config("nsmc", tmp_path / "run", data_dir=str(nsmc_root), tokenizer="syllable", epochs=4)
     rnnkit.train(cfg)
-    res = subprocess.run([sys.executable, "-m", "rnnkit", "predict", str(tmp_path / "run"), "이 영화 정말 재밌어요"],
+    # Only positive phrases: "이 영화 정말 재밌어요" shares 영화 with a negative one, and a 4-epoch toy model's
+    # answer to it turned with the CPU (negative on an Intel Xeon with AMX, positive on an AMD EPYC).
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "predict", str(tmp_path / "run"), "정말 재밌어요 또 보고 싶다"],
                          capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     text, top = res.stdout.strip().split("\t")

@@ -28,6 +28,7 @@ def test_health_and_openapi(client):
     assert h["status"] == "ok" and h["labels"] == ["alpha", "beta", "gamma"]
     assert h["limits"] == {"max_texts": 4, "max_chars": 50}
     assert 0 < h["baseline_test_accuracy"] <= 1
+    assert h["hybrid"] is None  # a run trained without --hybrid predicts with the RNN alone
     schema = client.get("/openapi.json").json()
     assert "/predict" in schema["paths"]
     assert client.get("/docs").status_code == 200

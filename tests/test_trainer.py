@@ -413,14 +413,15 @@ def test_finish_reuses_the_best_epochs_validation_logits(toy_csv, tmp_path, monk
         rows.append(len(ids))
         return real_predict(model, ids, *args, **kwargs)
 
-    def spy(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect, val_logits=None):
+    def spy(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect, val_logits=None,
+            splits=None):
         model.load_state_dict(best_state)
         seen.update(given=val_logits, fresh=real_predict(model, data["val"].ids, data["val"].lengths,
                                                          cfg.batch_size * 4, device, trainer.autocast_dtype(cfg, device)))
         monkeypatch.setattr(trainer, "predict_logits", counting)
         try:
             return real_finish(run_dir, cfg, model, best_state, vectorizer, data, loop, device, log, collect,
-                               val_logits)
+                               val_logits, splits)
         finally:
             monkeypatch.setattr(trainer, "predict_logits", real_predict)
 
