@@ -477,8 +477,9 @@ def behind_note(metrics: dict, baseline: Optional[dict]) -> Optional[str]:
         return None
     return (f"note: the linear baseline leads on validation by {100 * gap:.1f} points, beyond the "
             f"{100 * noise:.1f}-point noise of {n:,} texts: on this data it is the stronger model so far. "
-            "docs/accuracy.md lists the options that can lift the network, and --hybrid mixes the two; the "
-            "baseline's settings are in metrics.json under \"baseline\"")
+            "docs/accuracy.md lists the options that can lift the network"
+            + ("" if "hybrid" in metrics else ", and --hybrid mixes the two")
+            + "; the baseline's settings are in metrics.json under \"baseline\"")
 
 
 if __name__ == "__main__":

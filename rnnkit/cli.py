@@ -265,6 +265,9 @@ def evaluate(
     if run.hybrid is not None:
         typer.echo(f"(the run's hybrid: RNN weight {run.hybrid.weight:.2f} + linear baseline, as predict and serve "
                    "use it; metrics.json has the RNN alone and the hybrid under \"hybrid\")")
+        if input is None and split == "train":
+            typer.echo("note: the hybrid's linear model was fitted on this train split, so its accuracy here "
+                       "flatters it; val and test are the fair splits", err=True)
     if stored:
         from .baseline import compare_line
 

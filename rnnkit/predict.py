@@ -202,13 +202,14 @@ class Run:
             raise RnnkitError(f"{path}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
         metrics = runio.read_json(path / "metrics.json")
         hybrid = None
-        if (metrics.get("hybrid") or {}).get("saved") and "hybrid.json" not in manifest.get("files", {}):
-            raise RnnkitError(f"{path}: {runio.MANIFEST} does not list hybrid.json (edited or damaged); "
-                              "restore it or re-train")
-        if "hybrid.json" in manifest.get("files", {}):
+        listed = [name for name in ("hybrid.json", "hybrid.safetensors") if name in manifest.get("files", {})]
+        if ((metrics.get("hybrid") or {}).get("saved") or listed) and len(listed) < 2:
+            raise RnnkitError(f"{path}: {runio.MANIFEST} does not list both hybrid.json and hybrid.safetensors "
+                              "(edited or damaged); restore it or re-train")
+        if listed:
             from .hybrid import Hybrid
 
-            hybrid = Hybrid.load(path)
+            hybrid = Hybrid.load(path, n_classes=len(vectorizer.labels))
         return cls(path, config, vectorizer, model.to(device), metrics, manifest, precision, hybrid)
 
     @property

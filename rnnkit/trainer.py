@@ -851,10 +851,15 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
 
         prepare_text = vectorizer.tokenizer.prepare
         texts = {s: [prepare_text(t) for t in splits[s].texts] for s in ("train", *probs)}
-        hybrid, metrics["hybrid"] = build(texts, {s: data[s].labels.numpy() for s in texts}, probs, len(labels),
-                                          baseline, labels)
-        if metrics["hybrid"]["saved"]:
-            files += hybrid.save(run_dir)
+        try:
+            hybrid, entry = build(texts, {s: data[s].labels.numpy() for s in texts}, probs, len(labels), baseline,
+                                  labels)
+        except Exception as exc:  # noqa: BLE001 - as with the baseline: the trained RNN is not lost over it
+            log(f"hybrid: failed ({type(exc).__name__}: {exc}); the run is the RNN alone")
+        else:
+            metrics["hybrid"] = entry
+            if entry["saved"]:
+                files += hybrid.save(run_dir)
     runio.save_tensors(run_dir / "model.safetensors", model.state_dict(), {"format": "rnnkit"})
     runio.atomic_write_json(run_dir / "metrics.json", metrics)
     try:
