@@ -91,6 +91,12 @@ def test_the_mix_is_chosen_on_val_and_never_below_either_model_there():
     torch.testing.assert_close(probs.sum(1), torch.ones(len(y_val), dtype=probs.dtype))
     assert (probs.argmax(1).numpy() == scores.argmax(1)).all()
     np.testing.assert_allclose(_log_softmax(np.array([[0.0, np.log(3.0)]])), np.log([[0.25, 0.75]]), atol=1e-12)
+    # Without errors on val a temperature would grow without end: it stays 1, as the RNN's does.
+    from rnnkit.hybrid import _best_temperature
+
+    separable = np.eye(3)[y_val] * 2.0
+    assert _best_temperature(separable, y_val) == 1.0
+    assert _best_temperature(separable[::-1].copy(), y_val) != 1.0
 
 
 def test_a_hybrid_run_reports_saves_and_predicts_with_the_mix(toy_csv, tmp_path, monkeypatch):
