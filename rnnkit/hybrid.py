@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -174,11 +174,14 @@ class Hybrid:
         rnn = np.log(np.clip(rnn_probs, 1e-12, 1.0))
         return self.weight * rnn + (1.0 - self.weight) * _log_softmax(self.linear_temperature * scores)
 
+    def probabilities(self, rnn_probs: torch.Tensor, scores: np.ndarray) -> np.ndarray:
+        """The mix's calibrated probabilities from the RNN's probabilities and the linear model's scores."""
+        return np.exp(_log_softmax(self.temperature * self._mixed(rnn_probs.float().numpy(), scores)))
+
     def mix(self, rnn_probs: torch.Tensor, texts: Sequence[str]) -> torch.Tensor:
         """Calibrated probabilities ``(n, classes)`` of the mix for ``texts`` (already normalized as the run
         normalizes text) and the RNN's probabilities of them."""
-        mixed = self._mixed(rnn_probs.float().numpy(), self.linear.scores(texts))
-        return torch.from_numpy(np.exp(_log_softmax(self.temperature * mixed)))
+        return torch.from_numpy(self.probabilities(rnn_probs, self.linear.scores(texts)))
 
     @classmethod
     def choose(cls, linear: LinearNgramModel, rnn_val: torch.Tensor, scores_val: np.ndarray,
@@ -218,8 +221,7 @@ class Hybrid:
 
 
 def build(texts: dict[str, Sequence[str]], y: dict[str, np.ndarray], rnn_probs: dict[str, torch.Tensor],
-          n_classes: int, baseline: dict, labels: Sequence[str],
-          log: Callable[[str], None] = lambda m: None) -> tuple[Hybrid, dict]:
+          n_classes: int, baseline: dict, labels: Sequence[str]) -> tuple[Hybrid, dict]:
     """Fit the hybrid of a finished run: ``texts`` and ``y`` per split (normalized texts, class ids),
     ``rnn_probs`` the RNN's calibrated probabilities on val (and test), ``baseline`` the run's baseline
     result (its settings are reused). Returns the hybrid and its ``metrics.json`` entry."""
@@ -235,8 +237,7 @@ def build(texts: dict[str, Sequence[str]], y: dict[str, np.ndarray], rnn_probs: 
     hybrid = Hybrid.choose(linear, rnn_probs["val"], scores["val"], y["val"])
     entry: dict = {}
     for s in rnn_probs:
-        probs = np.exp(_log_softmax(hybrid.temperature * hybrid._mixed(rnn_probs[s].float().numpy(), scores[s])))
-        report = classification_report(y[s], probs.argmax(1), list(labels))
+        report = classification_report(y[s], hybrid.probabilities(rnn_probs[s], scores[s]).argmax(1), list(labels))
         entry[s] = {k: report[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
     # At weight 1 the mix is the RNN alone: nothing is saved, and the run predicts as any other.
     entry.update(weight=hybrid.weight, linear_temperature=hybrid.linear_temperature,
