@@ -263,8 +263,9 @@ def evaluate(
     typer.echo(f"{source}: {report['n']} examples  accuracy {report['accuracy']:.4f}  "
                f"macro-F1 {report['macro_f1']:.4f}  weighted-F1 {report['weighted_f1']:.4f}")
     if run.hybrid is not None:
+        alone = report["rnn_alone"]
         typer.echo(f"(the run's hybrid: RNN weight {run.hybrid.weight:.2f} + linear baseline, as predict and serve "
-                   "use it; metrics.json has the RNN alone and the hybrid under \"hybrid\")")
+                   f"use it; the RNN alone: accuracy {alone['accuracy']:.4f}  macro-F1 {alone['macro_f1']:.4f})")
         if input is None and split == "train":
             typer.echo("note: the hybrid's linear model was fitted on this train split, so its accuracy here "
                        "flatters it; val and test are the fair splits", err=True)

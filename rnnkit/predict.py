@@ -301,6 +301,7 @@ class Run:
 
         Multi-label models: subset accuracy, micro/macro-F1 and per-label scores at the tuned
         thresholds (:func:`rnnkit.metrics.multilabel_report`); ``labels`` are tuples of labels.
+        A ``--hybrid`` run scores its mix, and adds the RNN's own scores under ``rnn_alone``.
         """
         from .calibration import expected_calibration_error, risk_coverage
         from .metrics import classification_report, multilabel_report
@@ -318,11 +319,15 @@ class Run:
             tokens = tokenize_corpus(self.vectorizer.tokenizer, texts, cache=cache,
                                      progress=self.config.progress, desc=source, log=lambda m: None)
         ids, lengths = self.vectorizer.encode_texts(texts, tokens)
-        probs = self._mixed(predict_proba(self.model, ids, lengths, 256, self.device, self.amp), texts)
+        rnn_probs = predict_proba(self.model, ids, lengths, 256, self.device, self.amp)
+        probs = self._mixed(rnn_probs, texts)
         if self.multilabel:
             return multilabel_report(y.numpy(), probs.numpy(), self.vectorizer.label_thresholds().numpy(),
                                      self.labels)
         report = classification_report(y.numpy(), probs.argmax(1).numpy(), self.labels)
+        if self.hybrid is not None:  # the mix is what predict gives; the RNN's own numbers beside it
+            alone = classification_report(y.numpy(), rnn_probs.argmax(1).numpy(), self.labels)
+            report["rnn_alone"] = {k: alone[k] for k in ("accuracy", "macro_f1", "weighted_f1", "n")}
         report["ece"] = expected_calibration_error(probs, y)
         report["risk_coverage"] = risk_coverage(probs, y)
         return report

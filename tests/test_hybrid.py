@@ -118,6 +118,9 @@ def test_a_hybrid_run_reports_saves_and_predicts_with_the_mix(toy_csv, tmp_path,
     splits = rnnkit.load_dataset(str(toy_csv))
     report = loaded.evaluate(splits.test.texts, splits.test.labels)
     assert report["accuracy"] == pytest.approx(entry["test"]["accuracy"])
+    assert report["rnn_alone"]["accuracy"] == pytest.approx(run.metrics["test"]["accuracy"])
+    shown = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--input", str(toy_csv)])
+    assert shown.exit_code == 0 and "the RNN alone: accuracy" in shown.output
     probs = loaded.predict_proba(splits.test.texts)
     torch.testing.assert_close(probs.sum(1), torch.ones(len(probs), dtype=probs.dtype))
     pytest.importorskip("fastapi")
