@@ -59,6 +59,8 @@ def main() -> None:
                      "epochs": run.metrics["epochs_run"], "best_epoch": run.metrics["best_epoch"],
                      "seconds": round(seconds, 1),
                      "baseline": {k: v for k, v in (run.metrics.get("baseline") or {}).items() if k != "tried"},
+                     # `--set hybrid=true`: the mix, reported apart from the RNN's own numbers above
+                     **({"hybrid": run.metrics["hybrid"]} if "hybrid" in run.metrics else {}),
                      # Wall time from the start of `train` to the end of each epoch, for accuracy-vs-time plots.
                      "curve": [{"epoch": h["epoch"], "val_accuracy": h["val_accuracy"],
                                 "wall_seconds": round(epoch_ends[i] - started, 1)} for i, h in enumerate(history)]})
@@ -73,6 +75,8 @@ def main() -> None:
     if all(r["baseline"] for r in rows):
         summary["mean_baseline_test_accuracy"] = statistics.mean(r["baseline"]["test"]["accuracy"] for r in rows)
         summary["mean_baseline_test_macro_f1"] = statistics.mean(r["baseline"]["test"]["macro_f1"] for r in rows)
+    if all("hybrid" in r for r in rows):
+        summary["mean_hybrid_test_accuracy"] = statistics.mean(r["hybrid"]["test"]["accuracy"] for r in rows)
     save(f"accuracy-{args.dataset}{'-' + args.tag if args.tag else ''}", {"command": " ".join(sys.argv), "overrides": overrides,
                                       "runs": rows, **summary})
 

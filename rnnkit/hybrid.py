@@ -39,7 +39,7 @@ from . import run as runio
 from .errors import RnnkitError
 
 FILES = ("hybrid.json", "hybrid.safetensors")
-WEIGHTS = np.linspace(0.0, 1.0, 21)
+WEIGHTS = np.round(np.linspace(0.0, 1.0, 21), 2)  # 0.6, not 0.6000000000000001, in metrics.json
 TEMPERATURES = np.geomspace(0.05, 50.0, 61)
 
 
