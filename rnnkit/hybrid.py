@@ -192,13 +192,14 @@ class Hybrid:
         linear_log_p = _log_softmax(t_linear * scores_val)
 
         def rank(w: float) -> tuple:
+            """(val accuracy, -val loss at its own temperature, that temperature, w) of the mix at ``w``."""
             mixed = w * rnn + (1.0 - w) * linear_log_p
             t = _best_temperature(mixed, y_val)
-            return float((mixed.argmax(1) == y_val).mean()), -_nll(_log_softmax(t * mixed), y_val)
+            return float((mixed.argmax(1) == y_val).mean()), -_nll(_log_softmax(t * mixed), y_val), t, float(w)
 
-        weight = float(max(WEIGHTS, key=rank))
-        mixed = weight * rnn + (1.0 - weight) * linear_log_p
-        return cls(linear, weight, t_linear, _best_temperature(mixed, y_val))
+        # max() keeps the first of equal (accuracy, loss) pairs, as over the weights themselves
+        *_, temperature, weight = max((rank(w) for w in WEIGHTS), key=lambda r: r[:2])
+        return cls(linear, weight, t_linear, temperature)
 
     def save(self, run_dir: Path) -> list[str]:
         """Write the two files into the run folder; returns their names for the manifest."""

@@ -201,14 +201,14 @@ class Run:
         except RuntimeError as exc:
             raise RnnkitError(f"{path}: weights do not fit the saved config ({str(exc).splitlines()[0]})") from None
         metrics = runio.read_json(path / "metrics.json")
+        from .hybrid import FILES as HYBRID_FILES, Hybrid
+
         hybrid = None
-        listed = [name for name in ("hybrid.json", "hybrid.safetensors") if name in manifest.get("files", {})]
-        if ((metrics.get("hybrid") or {}).get("saved") or listed) and len(listed) < 2:
-            raise RnnkitError(f"{path}: {runio.MANIFEST} does not list both hybrid.json and hybrid.safetensors "
+        listed = [name for name in HYBRID_FILES if name in manifest.get("files", {})]
+        if ((metrics.get("hybrid") or {}).get("saved") or listed) and len(listed) < len(HYBRID_FILES):
+            raise RnnkitError(f"{path}: {runio.MANIFEST} does not list both {' and '.join(HYBRID_FILES)} "
                               "(edited or damaged); restore it or re-train")
         if listed:
-            from .hybrid import Hybrid
-
             hybrid = Hybrid.load(path, n_classes=len(vectorizer.labels))
         return cls(path, config, vectorizer, model.to(device), metrics, manifest, precision, hybrid)
 
