@@ -17,6 +17,7 @@ batch) is spelled out in :mod:`rnnkit.distributed`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -404,6 +405,19 @@ def rdrop_loss(logits: torch.Tensor, again: torch.Tensor, y: torch.Tensor, loss_
     return (loss_fn(logits, y) + loss_fn(again, y)) / 2 + weight * kl / 2
 
 
+def adversarial_step(embedded: torch.Tensor, lengths: torch.Tensor, size: float) -> torch.Tensor:
+    """The move ``(B, T, E)`` of adversarial training (Miyato et al., 2017) for ``embedded``, whose
+    ``.grad`` holds the loss's gradient: along that gradient, with an L2 norm of ``size`` times the
+    text's root-mean-square token embedding norm. Miyato's move has one norm for every text, whatever its
+    length; measuring it in tokens keeps that and lets one ``size`` suit embeddings of any scale.
+    Padding rows are zero and get no gradient, so they stay where they are."""
+    grad = embedded.grad.detach().float()
+    with torch.no_grad():
+        token = embedded.detach().float().flatten(1).norm(dim=1) / lengths.to(grad.device).clamp_min(1).sqrt()
+        scale = size * token / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
+        return grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+
+
 FORECAST_BATCHES = 20
 """The epoch forecast times this many batches, or 5% of the epoch if more (at most 5 s), after two warm-up ones."""
 
@@ -414,7 +428,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
                 scaler: Optional["torch.amp.GradScaler"] = None,
                 average: Optional[WeightAverage] = None,
                 estimate: Optional[Callable[[int, float], None]] = None,
-                rdrop: float = 0.0, schedule=None) -> tuple[float, int, int]:
+                rdrop: float = 0.0, schedule=None, adversarial: float = 0.0) -> tuple[float, int, int]:
     """One pass over ``batches`` (tensors of row indices); returns (summed loss, correct, seen) of this rank.
 
     ``batches`` may be a tqdm bar around the sampler: it gets the running loss and accuracy.
@@ -425,12 +439,15 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     which pay for kernel set-up, are not timed; then :data:`FORECAST_BATCHES` or 5% of the epoch), to
     forecast the epoch. ``rdrop`` > 0: R-Drop
     (:func:`rdrop_loss`). ``schedule``: a learning-rate scheduler stepped after every batch.
+    ``adversarial`` > 0: each batch trains on its clean and its adversarially moved embeddings
+    (:func:`adversarial_step`), at about twice the cost.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     pin = device.type == "cuda" and split.ids.device.type == "cpu"
     mixed = autocast(device, amp)
     params = list(model.parameters())
+    inner = getattr(model, "module", model)  # DDP wraps the classifier; embed() is the classifier's
     timed_from, done = None, 0
     timed = max(FORECAST_BATCHES, len(batches) // 20) if hasattr(batches, "__len__") else FORECAST_BATCHES
     for index in batches:
@@ -441,20 +458,32 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
         if pin:
             ids, y = ids.pin_memory(), y.pin_memory()
         ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        with mixed:
-            if rdrop:
-                # both dropout draws in one pass over a doubled batch
-                logits, again = model(torch.cat([ids, ids]), torch.cat([lengths, lengths])).float().chunk(2)
-                loss = rdrop_loss(logits, again, y, loss_fn, rdrop)
-            else:
-                logits = model(ids, lengths)
-                loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
+        embedded, share = None, weight
+        # Under DDP the clean pass's gradients stay local (no_sync) and sync once, with the moved pass's.
+        with model.no_sync() if adversarial and hasattr(model, "no_sync") else contextlib.nullcontext():
+            with mixed:
+                if rdrop:
+                    # both dropout draws in one pass over a doubled batch
+                    logits, again = model(torch.cat([ids, ids]), torch.cat([lengths, lengths])).float().chunk(2)
+                    loss = rdrop_loss(logits, again, y, loss_fn, rdrop)
+                elif adversarial:
+                    embedded = inner.embed(ids)
+                    embedded.retain_grad()
+                    logits = model(ids, lengths, embedded=embedded)
+                    loss = loss_fn(logits.float(), y)
+                    share = weight * 0.5  # the mean of the clean and the moved loss
+                else:
+                    logits = model(ids, lengths)
+                    loss = loss_fn(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            (scaler.scale(loss * share) if scaler is not None else loss * share).backward()
+        if embedded is not None:
+            with mixed:
+                moved = model(ids, lengths, embedded=inner.embed(ids) + adversarial_step(embedded, lengths, adversarial))
+                moved_loss = loss_fn(moved.float(), y)
+            (scaler.scale(moved_loss * share) if scaler is not None else moved_loss * share).backward()
         if scaler is not None:
-            scaler.scale(loss * weight).backward()
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        else:
-            (loss * weight).backward()
         if clip_grad:
             clip_grad_norm(params, clip_grad)
         if scaler is not None:
@@ -634,6 +663,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
         weight = (counts.sum() / (len(counts) * counts)).to(device)
     loss_fn = loss_function(cfg.head, vectorizer.multilabel, cfg.label_smoothing, weight)
+    if cfg.rdrop and cfg.adversarial:
+        log(f"note: rdrop replaces adversarial training (adversarial={cfg.adversarial}); each doubles a step")
+        cfg = cfg.update({"adversarial": 0.0})
     if cfg.rdrop and vectorizer.multilabel:
         raise RnnkitError("rdrop works with single-label data (it compares two class distributions); "
                           "drop --set rdrop for this multi-label file")
@@ -732,7 +764,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         total_loss, correct, seen = distributed.all_sum(
             list(train_epoch(ddp_model, train_data, bar, optimizer, loss_fn, cfg.clip_grad, device, world,
                              amp, scaler, average, forecast if epoch == first_epoch and world.main else None,
-                             cfg.rdrop, scheduler if cfg.scheduler == "linear" else None)),
+                             cfg.rdrop, scheduler if cfg.scheduler == "linear" else None, cfg.adversarial)),
             world, device)
         bar.close()
 

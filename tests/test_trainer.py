@@ -346,6 +346,40 @@ def test_rdrop_adds_the_symmetric_kl_of_two_dropout_draws(toy_csv, tmp_path):
         rnnkit.Config(rdrop=-1).validate()
 
 
+def test_adversarial_step_raises_the_loss_by_a_move_relative_to_each_text(toy_csv, tmp_path):
+    from rnnkit.model import SequenceClassifier
+    from rnnkit.trainer import adversarial_step
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=12, num_classes=3, embedding_dim=8, hidden_size=8, head_hidden=8,
+                               embedding_dropout=0.0, head_dropout=0.0).eval()
+    ids, lengths, y = torch.randint(2, 12, (4, 6)), torch.tensor([6, 5, 3, 2]), torch.tensor([0, 1, 2, 0])
+    ids[1, 5:], ids[2, 3:], ids[3, 2:] = 0, 0, 0
+    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+    embedded = model.embed(ids)
+    embedded.retain_grad()
+    clean = loss_fn(model(ids, lengths, embedded=embedded), y)
+    clean.backward()
+    step = adversarial_step(embedded, lengths, 0.5)
+    token = embedded.detach().flatten(1).norm(dim=1) / lengths.sqrt()  # padding rows are zero
+    torch.testing.assert_close(step.flatten(1).norm(dim=1), 0.5 * token)
+    torch.testing.assert_close(torch.nn.functional.cosine_similarity(step.flatten(1), embedded.grad.flatten(1)),
+                               torch.ones(4))
+    assert float(step[1, 5:].abs().sum()) == 0.0 and float(step[3, 2:].abs().sum()) == 0.0  # padding stays
+    with torch.no_grad():
+        moved = loss_fn(model(ids, lengths, embedded=embedded + step), y)
+        random = torch.randn_like(step) * (ids != 0).unsqueeze(-1)
+        random *= (step.flatten(1).norm(dim=1) / random.flatten(1).norm(dim=1)).view(-1, 1, 1)
+        assert moved > clean + 1e-4 and moved > loss_fn(model(ids, lengths, embedded=embedded + random), y)
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "run", epochs=3, adversarial=0.05))
+    assert run.metrics["test"]["accuracy"] > 0.8
+    with pytest.raises(RnnkitError, match="adversarial"):
+        rnnkit.Config(adversarial=-0.1).validate()
+    said = []
+    both = rnnkit.train(tiny_config(toy_csv, tmp_path / "both", epochs=1, rdrop=1.0, adversarial=0.3), log=said.append)
+    assert both.config.adversarial == 0.0 and any("rdrop replaces adversarial" in line for line in said)
+
+
 @pytest.mark.parametrize("scale", [0.01, 100.0])
 def test_clip_grad_norm_equals_torch_bit_for_bit(scale):
     from torch import nn
