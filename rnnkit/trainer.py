@@ -681,6 +681,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         f"hidden {cfg.hidden_size}{f' (projected to {cfg.proj_size})' if cfg.proj_size else ''}, "
         f"pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
         + (f", {str(amp).replace('torch.', '')} autocast" if amp is not None else ", fp32")
+        + (f"; adversarial training on the embeddings, size {cfg.adversarial:g} (about 1.5x per step; "
+           "--set adversarial=0 to turn it off)" if cfg.adversarial else "")
         + (f"; {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
            f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))
     from . import padded

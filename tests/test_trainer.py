@@ -371,11 +371,13 @@ def test_adversarial_step_raises_the_loss_by_a_move_relative_to_each_text(toy_cs
         random = torch.randn_like(step) * (ids != 0).unsqueeze(-1)
         random *= (step.flatten(1).norm(dim=1) / random.flatten(1).norm(dim=1)).view(-1, 1, 1)
         assert moved > clean + 1e-4 and moved > loss_fn(model(ids, lengths, embedded=embedded + random), y)
-    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "run", epochs=3, adversarial=0.05))
+    said = []
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "run", epochs=3, adversarial=0.3), log=said.append)
     assert run.metrics["test"]["accuracy"] > 0.8
+    assert any("adversarial training on the embeddings, size 0.3" in line for line in said)
     with pytest.raises(RnnkitError, match="adversarial"):
         rnnkit.Config(adversarial=-0.1).validate()
-    said = []
+    said.clear()
     both = rnnkit.train(tiny_config(toy_csv, tmp_path / "both", epochs=1, rdrop=1.0, adversarial=0.3), log=said.append)
     assert both.config.adversarial == 0.0 and any("rdrop replaces adversarial" in line for line in said)
 
