@@ -35,7 +35,7 @@ from .config import Config
 from .data import Splits, load_config_splits
 from .distributed import World
 from .errors import RnnkitError
-from .model import SequenceClassifier, loss_function
+from .model import SequenceClassifier, loss_function, valid_mask
 from .optim import RowAdam
 from .predict import Run, autocast, autocast_dtype, calibrated, precision_name, predict_logits
 from .tokencache import tokenize_corpus
@@ -410,12 +410,15 @@ def adversarial_step(embedded: torch.Tensor, lengths: torch.Tensor, size: float)
     ``.grad`` holds the loss's gradient: along that gradient, with an L2 norm of ``size`` times the
     text's root-mean-square token embedding norm. Miyato's move has one norm for every text, whatever its
     length; measuring it in tokens keeps that and lets one ``size`` suit embeddings of any scale.
-    Padding rows are zero and get no gradient, so they stay where they are."""
+    Steps past a text's length get no gradient, so they do not move. A gradient that overflowed
+    (fp16) gives no move; the loss scaler then skips the step anyway."""
     grad = embedded.grad.detach().float()
     with torch.no_grad():
-        token = embedded.detach().float().flatten(1).norm(dim=1) / lengths.to(grad.device).clamp_min(1).sqrt()
+        valid = valid_mask(lengths.to(grad.device), grad.shape[1], grad.device).unsqueeze(-1)
+        token = (embedded.detach().float() * valid).flatten(1).norm(dim=1) / lengths.to(grad.device).clamp_min(1).sqrt()
         scale = size * token / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        return grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+        step = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
+        return torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 FORECAST_BATCHES = 20
@@ -439,8 +442,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     which pay for kernel set-up, are not timed; then :data:`FORECAST_BATCHES` or 5% of the epoch), to
     forecast the epoch. ``rdrop`` > 0: R-Drop
     (:func:`rdrop_loss`). ``schedule``: a learning-rate scheduler stepped after every batch.
-    ``adversarial`` > 0: each batch trains on its clean and its adversarially moved embeddings
-    (:func:`adversarial_step`), at about twice the cost.
+    ``adversarial`` > 0 (and no ``rdrop``): each batch trains on the mean loss of its clean and its
+    adversarially moved embeddings (:func:`adversarial_step`), at about 1.5-1.7x the cost.
     """
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -460,13 +463,14 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
         ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
         embedded, share = None, weight
         # Under DDP the clean pass's gradients stay local (no_sync) and sync once, with the moved pass's.
-        with model.no_sync() if adversarial and hasattr(model, "no_sync") else contextlib.nullcontext():
+        moving = adversarial and not rdrop
+        with model.no_sync() if moving and hasattr(model, "no_sync") else contextlib.nullcontext():
             with mixed:
                 if rdrop:
                     # both dropout draws in one pass over a doubled batch
                     logits, again = model(torch.cat([ids, ids]), torch.cat([lengths, lengths])).float().chunk(2)
                     loss = rdrop_loss(logits, again, y, loss_fn, rdrop)
-                elif adversarial:
+                elif moving:
                     embedded = inner.embed(ids)
                     embedded.retain_grad()
                     logits = model(ids, lengths, embedded=embedded)
@@ -533,7 +537,7 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
         run_dir = Path(resume)
         if (run_dir / runio.MANIFEST).exists():
             raise RnnkitError(f"{run_dir} already finished; nothing to resume")
-        cfg = Config.from_dict(runio.read_json(run_dir / "config.json"), source=str(run_dir / "config.json"))
+        cfg = saved_config(run_dir)
         cfg = cfg.update(overrides, source="overrides").validate() if overrides else cfg.validate()
     else:
         if isinstance(config, dict):
@@ -566,6 +570,16 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
         finally:
             if where.get("baseline") is not None:  # a fit still running beside a failed run
                 where["baseline"].cancel()
+
+
+# Settings whose default changed after runs were saved without them: such a run resumes as it began.
+SAVED_BEFORE = {"adversarial": 0.0}
+
+
+def saved_config(run_dir: Path) -> Config:
+    """The config a run folder was started with (settings it predates as that run had them)."""
+    saved = runio.read_json(run_dir / "config.json")
+    return Config.from_dict({**SAVED_BEFORE, **saved}, source=str(run_dir / "config.json"))
 
 
 def _quiet(msg: str) -> None:
@@ -681,7 +695,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         f"hidden {cfg.hidden_size}{f' (projected to {cfg.proj_size})' if cfg.proj_size else ''}, "
         f"pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
         + (f", {str(amp).replace('torch.', '')} autocast" if amp is not None else ", fp32")
-        + (f"; adversarial training on the embeddings, size {cfg.adversarial:g} (about 1.5x per step; "
+        + (f"; adversarial training on the embeddings, size {cfg.adversarial:g} (about 1.5-1.7x per step; "
            "--set adversarial=0 to turn it off)" if cfg.adversarial else "")
         + (f"; {world.size} processes ({'nccl' if device.type == 'cuda' else 'gloo'}), global batch "
            f"{cfg.batch_size} = {world.size} x ~{cfg.batch_size / world.size:g}" if world.enabled else ""))

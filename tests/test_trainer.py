@@ -377,9 +377,43 @@ def test_adversarial_step_raises_the_loss_by_a_move_relative_to_each_text(toy_cs
     assert any("adversarial training on the embeddings, size 0.3" in line for line in said)
     with pytest.raises(RnnkitError, match="adversarial"):
         rnnkit.Config(adversarial=-0.1).validate()
+    # A run folder saved before the setting existed resumes without it; one saved with it keeps it.
+    from rnnkit.trainer import saved_config
+
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "config.json").write_text(json.dumps({"dataset": "x", "epochs": 2}))
+    assert saved_config(tmp_path / "old").adversarial == 0.0 and saved_config(tmp_path / "run").adversarial == 0.3
     said.clear()
     both = rnnkit.train(tiny_config(toy_csv, tmp_path / "both", epochs=1, rdrop=1.0, adversarial=0.3), log=said.append)
     assert both.config.adversarial == 0.0 and any("rdrop replaces adversarial" in line for line in said)
+
+
+def test_an_adversarial_batch_trains_on_the_mean_of_the_clean_and_the_moved_loss():
+    import copy
+
+    from rnnkit.model import SequenceClassifier
+    from rnnkit.trainer import adversarial_step, train_epoch
+    from rnnkit.vectorizer import EncodedSplit
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=12, num_classes=3, embedding_dim=8, hidden_size=8, head_hidden=8,
+                               embedding_dropout=0.0, head_dropout=0.0)
+    ids, lengths, y = torch.randint(2, 12, (4, 6)), torch.tensor([6, 5, 3, 2]), torch.tensor([0, 1, 2, 0])
+    ids[1, 5:], ids[2, 3:], ids[3, 2:] = 0, 0, 0
+    twin, loss_fn = copy.deepcopy(model), torch.nn.CrossEntropyLoss()
+    params = list(twin.parameters())
+    embedded = twin.embed(ids)
+    embedded.retain_grad()
+    clean = loss_fn(twin(ids, lengths, embedded=embedded), y)
+    clean.backward(retain_graph=True)
+    clean_grads = [p.grad.clone() for p in params]
+    moved = loss_fn(twin(ids, lengths, embedded=twin.embed(ids) + adversarial_step(embedded, lengths, 0.3)), y)
+    moved_grads = torch.autograd.grad(moved, params)
+    sgd = torch.optim.SGD(model.parameters(), lr=1.0)  # one step moves each weight by minus its gradient
+    train_epoch(model, EncodedSplit(ids.int(), lengths, y), [torch.arange(4)], sgd, loss_fn, None,
+                torch.device("cpu"), adversarial=0.3)
+    for p, before, a, b in zip(model.parameters(), params, clean_grads, moved_grads):
+        torch.testing.assert_close(p.detach(), before.detach() - 0.5 * (a + b), atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("scale", [0.01, 100.0])

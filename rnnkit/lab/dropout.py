@@ -20,7 +20,8 @@ from . import pyplot, save_figure, seeded
 
 BASE = dict(dataset="words", cell="lstm", embedding_dim=64, hidden_size=128, head_hidden=128, pooling="max",
             embedding_dropout=0.0, rnn_dropout=0.0, head_dropout=0.0, num_layers=1, optimizer="adam", lr=3e-3,
-            weight_decay=0.0, label_smoothing=0.0, scheduler="none", early_stopping=None, batch_size=64)
+            weight_decay=0.0, label_smoothing=0.0, scheduler="none", early_stopping=None, batch_size=64,
+            adversarial=0.0)  # the lab compares dropout alone
 VARIANTS = {
     "none": {},
     "embedding 0.3": {"embedding_dropout": 0.3},

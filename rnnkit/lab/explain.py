@@ -59,7 +59,7 @@ def train_pair(settings: dict, out: Path, seed: int, data_dir, log) -> dict:
     for name, bidirectional in (("unidirectional", False), ("bidirectional", True)):
         same = dict(cell="lstm", bidirectional=bidirectional, pooling="last", hidden_size=settings["hidden_size"],
                     embedding_dim=settings["embedding_dim"], epochs=settings["epochs"], seed=seed, baseline=False,
-                    progress=False, pretrain_epochs=0, ngram_order=1, early_stopping=None,
+                    progress=False, pretrain_epochs=0, ngram_order=1, early_stopping=None, adversarial=0.0,
                     out=str(out / name))
         if synthetic:
             cfg = Config(tokenizer="char", lr=1e-2, batch_size=32, **same)
