@@ -80,6 +80,16 @@ def test_named_config_reproduces_the_study_notes():
         resolve_config("notes", {})
 
 
+def test_nsmc_fast_is_the_one_layer_recipe_and_the_default_the_accurate_one():
+    from rnnkit.config import resolve_config
+
+    fast, default = resolve_config("nsmc-fast", {}), resolve_config(None, {"dataset": "nsmc"})
+    assert (fast.num_layers, fast.rnn_dropout, fast.adversarial, fast.epochs) == (1, 0.0, 0.0, 3)
+    assert (default.num_layers, default.rnn_dropout, default.adversarial, default.epochs) == (2, 0.2, 0.1, 4)
+    same = ("tokenizer", "embedding_dim", "hidden_size", "bidirectional", "pooling", "lr", "batch_size", "max_len")
+    assert [getattr(fast, k) for k in same] == [getattr(default, k) for k in same]  # the rest of the nsmc defaults
+
+
 def test_named_config_reproduces_the_books_surname_model():
     from rnnkit.config import resolve_config
 
