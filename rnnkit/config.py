@@ -169,7 +169,8 @@ class Config:
     """Adversarial training on the embeddings (Miyato et al., 2017): each batch also trains on its embeddings
     moved, in the direction that raises the loss most, by this many times the norm of one of the text's token
     embeddings (root mean square); the loss is the mean of the clean and the moved batch. 0 = off; a step costs
-    about 1.5-1.7x. The CLI and ``Config.for_dataset`` turn it off for words, surnames and nsmc (DATASET_DEFAULTS)."""
+    about 1.5-1.7x. The CLI and ``Config.for_dataset`` set it per named dataset (DATASET_DEFAULTS: 0 for words and
+    surnames, 0.1 for nsmc)."""
     bucket: bool = True
     """Group examples of similar length into batches so padding stays small."""
     seed: int = 0
