@@ -306,6 +306,12 @@ class Config:
     def from_dict(cls, data: dict, source: str = "config") -> "Config":
         return cls().update(data, source=source)
 
+    @classmethod
+    def from_saved(cls, data: dict, source: str = "config.json") -> "Config":
+        """A run folder's ``config.json``: settings the run predates take the values it trained with
+        (:data:`SAVED_BEFORE`), not today's defaults."""
+        return cls.from_dict({**SAVED_BEFORE, **data}, source=source)
+
     def update(self, data: dict, source: str = "config") -> "Config":
         """Return a copy with ``data`` applied; unknown keys are an error, not ignored."""
         known = {f.name: f for f in fields(self)}
@@ -319,6 +325,9 @@ class Config:
             changes[key] = _coerce(key, value, known[key].type, source)
         return dataclasses.replace(self, **changes)
 
+
+# Settings whose default changed after runs were saved without them, with the value those runs trained with.
+SAVED_BEFORE = {"adversarial": 0.0}
 
 # Settings that suit a named dataset better than the general defaults. They sit between the
 # defaults and a config file: `rnnkit train --dataset nsmc` uses them, any file or flag wins.

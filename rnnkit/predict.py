@@ -191,7 +191,7 @@ class Run:
         """
         path = Path(path)
         manifest = runio.verify_run(path)
-        config = Config.from_dict(runio.read_json(path / "config.json"), source=str(path / "config.json"))
+        config = Config.from_saved(runio.read_json(path / "config.json"), source=str(path / "config.json"))
         vectorizer = Vectorizer.from_dict(runio.read_json(path / "vectorizer.json"))
         model = SequenceClassifier.from_config(config, len(vectorizer.vocab), len(vectorizer.labels),
                                                vectorizer.multilabel)

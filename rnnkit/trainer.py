@@ -414,8 +414,9 @@ def adversarial_step(embedded: torch.Tensor, lengths: torch.Tensor, size: float)
     (fp16) gives no move; the loss scaler then skips the step anyway."""
     grad = embedded.grad.detach().float()
     with torch.no_grad():
-        valid = valid_mask(lengths.to(grad.device), grad.shape[1], grad.device).unsqueeze(-1)
-        token = (embedded.detach().float() * valid).flatten(1).norm(dim=1) / lengths.to(grad.device).clamp_min(1).sqrt()
+        lengths = lengths.to(grad.device)
+        valid = valid_mask(lengths, grad.shape[1], grad.device).unsqueeze(-1)
+        token = (embedded.detach().float() * valid).flatten(1).norm(dim=1) / lengths.clamp_min(1).sqrt()
         scale = size * token / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
         step = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
         return torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
@@ -537,7 +538,7 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
         run_dir = Path(resume)
         if (run_dir / runio.MANIFEST).exists():
             raise RnnkitError(f"{run_dir} already finished; nothing to resume")
-        cfg = saved_config(run_dir)
+        cfg = Config.from_saved(runio.read_json(run_dir / "config.json"), source=str(run_dir / "config.json"))
         cfg = cfg.update(overrides, source="overrides").validate() if overrides else cfg.validate()
     else:
         if isinstance(config, dict):
@@ -570,16 +571,6 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
         finally:
             if where.get("baseline") is not None:  # a fit still running beside a failed run
                 where["baseline"].cancel()
-
-
-# Settings whose default changed after runs were saved without them: such a run resumes as it began.
-SAVED_BEFORE = {"adversarial": 0.0}
-
-
-def saved_config(run_dir: Path) -> Config:
-    """The config a run folder was started with (settings it predates as that run had them)."""
-    saved = runio.read_json(run_dir / "config.json")
-    return Config.from_dict({**SAVED_BEFORE, **saved}, source=str(run_dir / "config.json"))
 
 
 def _quiet(msg: str) -> None:

@@ -378,7 +378,8 @@ def test_adversarial_step_raises_the_loss_by_a_move_relative_to_each_text(toy_cs
     with pytest.raises(RnnkitError, match="adversarial"):
         rnnkit.Config(adversarial=-0.1).validate()
     # A run folder saved before the setting existed resumes without it; one saved with it keeps it.
-    from rnnkit.trainer import saved_config
+    def saved_config(folder):
+        return rnnkit.Config.from_saved(json.loads((folder / "config.json").read_text()))
 
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text(json.dumps({"dataset": "x", "epochs": 2}))
