@@ -758,6 +758,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         stop_note = f", or fewer if early stopping ends it" if cfg.early_stopping is not None and left > 1 else ""
         log(f"time: about {_duration(per_epoch)} per epoch (from {batches} batches), up to "
             f"{_duration(per_epoch * left)} for {left} epoch{'s' * (left > 1)}{stop_note}; the bar shows the ETA")
+        if per_epoch * left > SLOW_RUN_SECONDS and faster_settings(cfg):
+            log(f"time: to go faster: {'; '.join(faster_settings(cfg))}")
 
     stop = False
     first_epoch = loop["epoch"] + 1
@@ -927,6 +929,25 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
     if note:
         log(note)
     log(f"run saved to {run_dir}")
+
+
+SLOW_RUN_SECONDS = 15 * 60
+"""A forecast over this long gets a line naming the settings that cut the time (:func:`faster_settings`)."""
+
+
+def faster_settings(cfg: Config) -> list[str]:
+    """The settings of ``cfg`` that cost the most time per step, each with how to turn it off."""
+    hints = []
+    if cfg.dataset == "nsmc" and cfg.num_layers > 1:
+        hints.append("--config nsmc-fast (one layer, no adversarial training, 3 epochs)")
+    else:
+        if cfg.adversarial:
+            hints.append("--set adversarial=0 (each step runs the batch twice with it)")
+        if cfg.num_layers > 1:
+            hints.append(f"--num-layers 1 (each layer runs the whole sequence; now {cfg.num_layers})")
+    if cfg.rdrop:
+        hints.append("--set rdrop=0 (each step runs the batch twice with it)")
+    return hints
 
 
 def _duration(seconds: float) -> str:

@@ -506,3 +506,15 @@ def test_durations_in_the_forecast_keep_a_decimal_under_ten_seconds():
     from rnnkit.trainer import _duration
 
     assert [_duration(s) for s in (1.44, 9.94, 9.96, 27.4, 150, 7200)] == ["1.4 s", "9.9 s", "10 s", "27 s", "2 min", "2.0 h"]
+
+
+def test_a_slow_forecast_names_the_settings_that_cut_the_time():
+    from rnnkit.config import resolve_config
+    from rnnkit.trainer import faster_settings
+
+    nsmc = rnnkit.Config.for_dataset("nsmc")
+    assert faster_settings(nsmc) == ["--config nsmc-fast (one layer, no adversarial training, 3 epochs)"]
+    assert faster_settings(resolve_config("nsmc-fast")) == []
+    own = rnnkit.Config(dataset="mine.csv", adversarial=0.3, num_layers=2)
+    assert [hint.split()[0] for hint in faster_settings(own)] == ["--set", "--num-layers"]
+    assert faster_settings(rnnkit.Config(dataset="mine.csv", adversarial=0.0)) == []
