@@ -371,6 +371,20 @@ def last_state(out: Tensor, lengths: Tensor, bidirectional: bool) -> Tensor:
     return torch.cat([last[:, :h], out[:, 0, h:]], dim=-1)
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX-BF16)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def _native(mode: str, x: Tensor, weights: list, hidden: int, training: bool, proj_size: int = 0) -> Tensor:
     """One layer, one direction through torch's kernel (oneDNN / cuDNN / ATen).
 
@@ -379,6 +393,14 @@ def _native(mode: str, x: Tensor, weights: list, hidden: int, training: bool, pr
     """
     h0 = x.new_zeros(1, x.shape[0], hidden)
     if mode == "LSTM":
+        if (x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+                and torch.get_autocast_dtype("cpu") == torch.bfloat16 and not cpu_has_native_bf16()):
+            # oneDNN has no bf16 LSTM without AVX512 ("could not create a primitive descriptor", seen on an
+            # AVX2-only Zen 3): bf16 asked for there (--precision bf16) runs this layer in fp32 and hands on
+            # bf16, as the native layer would.
+            with torch.autocast("cpu", enabled=False):
+                out = _native(mode, x.float(), [w.float() for w in weights], hidden, training, proj_size)
+            return out.to(torch.bfloat16)
         # aten tells an LSTM with projections by h_0 being narrower than c_0.
         h0_lstm = x.new_zeros(1, x.shape[0], proj_size) if proj_size else h0
         return torch._VF.lstm(x, (h0_lstm, h0), weights, True, 1, 0.0, training, False, True)[0]

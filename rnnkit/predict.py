@@ -17,6 +17,7 @@ from . import run as runio
 from .config import PRECISIONS, Config
 from .errors import RnnkitError
 from .model import SequenceClassifier
+from .padded import cpu_has_native_bf16
 from .vectorizer import BatchSampler, Vectorizer
 
 
@@ -68,19 +69,6 @@ def autocast_dtype(cfg: Config, device: torch.device) -> Optional[torch.dtype]:
     if cfg.precision == "bf16" or (cfg.precision == "auto" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU multiplies bf16 natively (x86 AVX512-BF16 or AMX-BF16)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 def precision_name(amp: Optional[torch.dtype]) -> str:

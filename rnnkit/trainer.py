@@ -37,6 +37,7 @@ from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function, valid_mask
 from .optim import RowAdam
+from .padded import cpu_has_native_bf16
 from .predict import Run, autocast, autocast_dtype, calibrated, precision_name, predict_logits
 from .tokencache import tokenize_corpus
 from .tokenizers import VocabularyTooLarge, build_tokenizer
@@ -681,6 +682,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         # torch would warn deep inside nn.LSTM; say it once, in the user's terms.
         log(f"note: rnn_dropout={cfg.rnn_dropout} has no effect with num_layers=1 (it acts between stacked "
             "layers); use embedding_dropout/head_dropout, or num_layers >= 2")
+    if amp is torch.bfloat16 and device.type == "cpu" and not cpu_has_native_bf16():
+        log("note: this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 is emulated and slow here; "
+            "--precision auto (or fp32) trains in fp32")
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
         f"hidden {cfg.hidden_size}{f' (projected to {cfg.proj_size})' if cfg.proj_size else ''}, "

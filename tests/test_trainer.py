@@ -207,6 +207,17 @@ def test_precision_auto_follows_native_bf16_support(monkeypatch):
         rnnkit.Config(precision="fp16").validate()
 
 
+def test_bf16_on_a_cpu_without_it_trains_and_says_it_is_emulated(toy_csv, tmp_path, monkeypatch):
+    from rnnkit import padded, trainer
+
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(padded, "cpu_has_native_bf16", lambda: False)
+    said = []
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "run", epochs=2, precision="bf16"), log=said.append)
+    assert run.metrics["precision"] == "bf16"
+    assert any("no native bf16" in line and "--precision auto" in line for line in said)
+
+
 def test_sparse_embedding_is_automatic_and_checked():
     from rnnkit.trainer import ROW_UPDATES_FROM, row_updates
 
