@@ -399,7 +399,7 @@ def _native(mode: str, x: Tensor, weights: list, hidden: int, training: bool, pr
             # AVX2-only Zen 3): bf16 asked for there (--precision bf16) runs this layer in fp32 and hands on
             # bf16, as the native layer would.
             with torch.autocast("cpu", enabled=False):
-                out = _native(mode, x.float(), [w.float() for w in weights], hidden, training, proj_size)
+                out = _native(mode, x.float(), weights, hidden, training, proj_size)  # weights are fp32
             return out.to(torch.bfloat16)
         # aten tells an LSTM with projections by h_0 being narrower than c_0.
         h0_lstm = x.new_zeros(1, x.shape[0], proj_size) if proj_size else h0

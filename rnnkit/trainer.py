@@ -762,8 +762,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         stop_note = f", or fewer if early stopping ends it" if cfg.early_stopping is not None and left > 1 else ""
         log(f"time: about {_duration(per_epoch)} per epoch (from {batches} batches), up to "
             f"{_duration(per_epoch * left)} for {left} epoch{'s' * (left > 1)}{stop_note}; the bar shows the ETA")
-        if per_epoch * left > SLOW_RUN_SECONDS and faster_settings(cfg):
-            log(f"time: to go faster: {'; '.join(faster_settings(cfg))}")
+        hints = faster_settings(cfg) if per_epoch * left > SLOW_RUN_SECONDS else []
+        if hints:
+            log(f"time: to go faster: {'; '.join(hints)}")
 
     stop = False
     first_epoch = loop["epoch"] + 1
