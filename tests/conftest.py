@@ -77,3 +77,12 @@ def toy_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("toy-run")
     rnnkit.train(tiny_config(write_toy_csv(tmp / "toy.csv"), tmp / "run", epochs=4))
     return tmp / "run"
+
+
+@pytest.fixture(autouse=True)
+def _no_installed_encoders(monkeypatch):
+    """tokenizer=auto must not turn on whether this machine has rnnkit[pretrained] installed; tests of
+    pretrained embeddings name their encoder."""
+    import rnnkit.pretrained
+
+    monkeypatch.setattr(rnnkit.pretrained, "installed_encoders", lambda: {})

