@@ -17,7 +17,6 @@ sha256 against the file Hugging Face publishes). Any local folder holding a BERT
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -69,14 +68,6 @@ def encoder_folder(name: str) -> Path:
     return folder
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def wordpiece_json(name: str) -> str:
     """The encoder's ``tokenizer.json`` as text, checked to be a WordPiece model."""
     text = (encoder_folder(name) / "tokenizer.json").read_text(encoding="utf-8")
@@ -99,11 +90,11 @@ def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
     """
     from safetensors.torch import load_file, save_file
 
-    from .data import cache_dir
+    from .data import cache_dir, sha256_of
 
     folder = encoder_folder(name)
     weights = folder / "model.safetensors"
-    digest = _sha256(weights)
+    digest = sha256_of(weights)
     if name in ENCODERS and digest != ENCODERS[name].sha256:
         raise RnnkitError(f"the weights of embeddings={name!r} ({weights}) do not match the published file "
                           f"(sha256 {digest[:12]}... instead of {ENCODERS[name].sha256[:12]}...); reinstall: {INSTALL_HINT}")
