@@ -101,8 +101,11 @@ def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
     pieces = _pieces(wordpiece_json(name))
     path = (cache or cache_dir() / "pretrained") / f"static-{digest[:16]}.safetensors"
     if path.is_file():
-        table = load_file(path)["table"]
-        if table.shape[0] == len(pieces):
+        try:
+            table = load_file(path)["table"]
+        except Exception:  # a damaged cache file (safetensors raises its own error types): compute it again
+            table = None
+        if table is not None and table.shape[0] == len(pieces):
             return pieces, table
     log(f"embeddings: computing one static vector per piece of {name} ({len(pieces):,} pieces, once; "
         f"cached in {path.parent})")

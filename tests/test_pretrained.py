@@ -74,6 +74,10 @@ def test_static_vectors_are_each_piece_through_the_whole_encoder_and_are_cached(
     monkeypatch.setattr(pretrained, "_encode_pieces", lambda *a: pytest.fail("recomputed instead of cached"))
     again = pretrained.static_vectors(str(encoder), cache=tmp_path)[1]
     assert torch.equal(again, table)
+    monkeypatch.undo()
+    for cached in tmp_path.glob("static-*.safetensors"):  # a damaged cache is computed again, not an error
+        cached.write_bytes(b"not a tensor file")
+    assert torch.equal(pretrained.static_vectors(str(encoder), cache=tmp_path)[1], table)
 
 
 def test_wordpiece_tokenizer_splits_into_the_encoder_pieces_and_needs_no_encoder_once_built(encoder):
