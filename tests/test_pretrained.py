@@ -163,7 +163,7 @@ def test_a_registered_encoder_not_installed_or_changed_is_refused_with_the_fix(e
         (package / "model" / f.name).write_bytes(f.read_bytes())
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setitem(pretrained.ENCODERS, "fake", pretrained.Encoder("fake_encoder_pkg", "model", "0" * 64, ""))
-    with pytest.raises(RnnkitError, match="do not match the published file"):
+    with pytest.raises(RnnkitError, match="do not match the pinned file"):
         pretrained.static_vectors("fake", cache=tmp_path / "cache")
     (package / "model" / "tokenizer.json").unlink()
     with pytest.raises(RnnkitError, match="lacks tokenizer.json"):
