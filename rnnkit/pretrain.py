@@ -73,8 +73,11 @@ class LanguageModelHeads(nn.Module):
 
 def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_size: int, lr: float,
              seed: int, device: torch.device, amp: Optional[torch.dtype] = None, clip_grad: Optional[float] = 1.0,
-             progress: bool = True, log: Callable[[str], None] = lambda m: None) -> list[dict]:
+             progress: bool = True, log: Callable[[str], None] = lambda m: None,
+             embedding_lr: Optional[float] = None) -> list[dict]:
     """Train ``model``'s embedding and recurrent layers as language models on ``split``; return the history.
+
+    ``embedding_lr``: the embedding table's own peak rate (the run's ``embedding_lr``), else ``lr``.
 
     The head of the classifier is untouched. Uses fused Adam at ``lr`` with a linear decay
     to zero over the pretraining steps, and the model's own embedding dropout.
@@ -86,9 +89,15 @@ def pretrain(model: SequenceClassifier, split: EncodedSplit, epochs: int, batch_
     # Each direction's outputs are proj_size wide for an LSTM with projections.
     heads = LanguageModelHeads(rnn_output_width(model.rnn), model.embedding.num_embeddings,
                                model.rnn.bidirectional).to(device)
-    encoder = [p for name, p in model.named_parameters() if name.split(".")[0] in ("embedding", "ngrams", "rnn")]
+    table = model.embedding.weight
+    encoder = [p for name, p in model.named_parameters() if name.split(".")[0] in ("embedding", "ngrams", "rnn")
+               and (embedding_lr is None or p is not table)]
     params = encoder + list(heads.parameters())
-    optimizer = fastest_optimizer(torch.optim.Adam, params, lr=lr)
+    groups = [{"params": params}]
+    if embedding_lr is not None:  # pretrained vectors keep their own, lower rate here too
+        groups.append({"params": [table], "lr": embedding_lr})
+        params = params + [table]
+    optimizer = fastest_optimizer(torch.optim.Adam, groups, lr=lr)
     sampler = BatchSampler(split.lengths, batch_size, shuffle=True, bucket=True, seed=seed + 7919)
     total_steps = max(1, epochs * len(sampler))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 - step / total_steps)

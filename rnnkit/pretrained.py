@@ -130,8 +130,6 @@ def _encode_pieces(folder: Path, n: int, batch: int = 1024) -> torch.Tensor:
         from transformers import AutoModel
     except ImportError:
         raise RnnkitError(f"computing pretrained embeddings needs transformers: {INSTALL_HINT}") from None
-    with open(folder / "config.json", encoding="utf-8") as f:
-        config = json.load(f)
     cls_id, sep_id = _special_ids(folder)
     from transformers.utils import logging as hf_logging
 
@@ -139,10 +137,13 @@ def _encode_pieces(folder: Path, n: int, batch: int = 1024) -> torch.Tensor:
     hf_logging.disable_progress_bar()  # its "Loading weights" bar would land in the middle of rnnkit's log
     try:
         model = AutoModel.from_pretrained(str(folder)).eval()
+    except (OSError, ValueError, KeyError) as exc:  # transformers' errors for a folder it cannot read
+        detail = " ".join(str(exc).split())[:200]
+        raise RnnkitError(f"cannot load the encoder in {folder} ({type(exc).__name__}: {detail})") from None
     finally:
         if bar:
             hf_logging.enable_progress_bar()
-    out = torch.empty(n, int(config["hidden_size"]))
+    out = torch.empty(n, int(model.config.hidden_size))
     with torch.inference_mode():
         for start in range(0, n, batch):
             ids = torch.arange(start, min(start + batch, n))
@@ -188,8 +189,12 @@ def init_embedding(weight: torch.Tensor, vocab_tokens: list[str], name: str,
 
 def encoder_width(name: str) -> int:
     """The encoder's vector size (its ``hidden_size``), which the embedding table takes."""
-    with open(encoder_folder(name) / "config.json", encoding="utf-8") as f:
-        return int(json.load(f)["hidden_size"])
+    path = encoder_folder(name) / "config.json"
+    try:
+        with open(path, encoding="utf-8") as f:
+            return int(json.load(f)["hidden_size"])
+    except (ValueError, KeyError, TypeError):
+        raise RnnkitError(f"{path} gives no hidden_size: rnnkit reads BERT-style encoders (model_type bert)") from None
 
 
 def vocabulary_pieces(name: str) -> list[str]:

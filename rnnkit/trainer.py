@@ -96,6 +96,8 @@ ROW_UPDATES_FROM = 40_000
 
 def row_updates(cfg: Config, model: SequenceClassifier, device: torch.device, world: World = World()) -> bool:
     """Whether the embedding trains with :class:`rnnkit.optim.RowAdam` (``cfg.sparse_embedding``, or auto)."""
+    if cfg.embedding_lr == 0:  # a frozen table is not updated at all
+        return False
     if cfg.sparse_embedding is not None:
         return cfg.sparse_embedding
     return (device.type == "cpu" and not world.enabled and cfg.ema is None
@@ -363,6 +365,9 @@ def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
     from .tokenizers import choose_tokenizer
 
     named = DATASET_DEFAULTS.get(cfg.dataset, {}).get("tokenizer")
+    if named and cfg.embeddings is not None:  # what validate() says when the CLI sets both
+        raise RnnkitError(f"embeddings={cfg.embeddings!r} reads the encoder's own pieces, so it needs tokenizer "
+                          f"wordpiece; the {cfg.dataset} dataset uses {named}: add tokenizer='wordpiece'")
     if named:
         return {"tokenizer": named}
     from .pretrained import INSTALL_HINT, installed_encoders
@@ -757,7 +762,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         from .pretrain import pretrain
 
         pretrained = pretrain(model, data["train"], cfg.pretrain_epochs, cfg.batch_size, cfg.pretrain_lr or cfg.lr,
-                              cfg.seed, device, amp, cfg.clip_grad, cfg.progress and world.main, log)
+                              cfg.seed, device, amp, cfg.clip_grad, cfg.progress and world.main, log,
+                              embedding_lr=cfg.embedding_lr)
 
     loop = {"epoch": 0, "history": [], "best_metric": None, "best_epoch": 0, "bad_epochs": 0, "seconds": 0.0}
     if pretrained is not None:

@@ -189,3 +189,33 @@ def test_pretrained_vectors_train_at_their_own_lower_rate_unless_told(encoder, t
         assert choices.get("embedding_lr") == expected
         assert ("the table trains at lr" in "\n".join(lines)) == (given is None)
         assert vectorizer.tokenizer.name == "wordpiece" and choices["embedding_dim"] == 16
+
+
+def test_a_named_dataset_set_up_in_python_refuses_embeddings_it_cannot_read(encoder, toy_csv, tmp_path):
+    from rnnkit.trainer import prepare
+
+    cfg = rnnkit.Config(dataset="words", embeddings=str(encoder), progress=False)
+    with pytest.raises(RnnkitError, match="the words dataset uses char: add tokenizer='wordpiece'"):
+        prepare(cfg, splits=rnnkit.data.load_path(toy_csv), log=lambda m: None)
+
+
+def test_an_encoder_folder_that_is_not_bert_style_is_a_one_line_error(encoder, tmp_path):
+    folder = tmp_path / "distil"
+    folder.mkdir()
+    for f in encoder.iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "config.json").write_text(json.dumps({"model_type": "distilbert", "dim": 16}))
+    with pytest.raises(RnnkitError, match="gives no hidden_size"):
+        pretrained.encoder_width(str(folder))
+
+
+def test_pretraining_keeps_the_pretrained_table_at_its_own_rate(encoder, tmp_path):
+    data = write_reviews(tmp_path / "reviews.csv")
+    cfg = rnnkit.Config(dataset=str(data), out=str(tmp_path / "run"), embeddings=str(encoder), embedding_lr=0.0,
+                        hidden_size=8, head_hidden=8, epochs=1, pretrain_epochs=1, progress=False, adversarial=0.0)
+    rnnkit.train(cfg, log=lambda m: None)
+    pieces, table = pretrained.static_vectors(str(encoder))
+    table = table / table.norm(dim=1).mean()
+    model = rnnkit.load(tmp_path / "run")
+    vocab = model.vectorizer.vocab.tokens
+    torch.testing.assert_close(model.model.embedding.weight.detach()[vocab.index("great")], table[pieces.index("great")])
