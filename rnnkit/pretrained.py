@@ -109,7 +109,7 @@ def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
             return pieces, table
     log(f"embeddings: computing one static vector per piece of {name} ({len(pieces):,} pieces, once; "
         f"cached in {path.parent})")
-    table = _encode_pieces(folder, len(pieces))
+    table = _encode_pieces(folder, pieces)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file({"table": table}, str(tmp))
@@ -125,12 +125,14 @@ def _pieces(tokenizer_json: str) -> list[str]:
     return pieces
 
 
-def _encode_pieces(folder: Path, n: int, batch: int = 1024) -> torch.Tensor:
+def _encode_pieces(folder: Path, pieces: list[str], batch: int = 1024) -> torch.Tensor:
     try:
         from transformers import AutoModel
     except ImportError:
         raise RnnkitError(f"computing pretrained embeddings needs transformers: {INSTALL_HINT}") from None
-    cls_id, sep_id = _special_ids(folder)
+    if "[CLS]" not in pieces or "[SEP]" not in pieces:
+        raise RnnkitError(f"the encoder in {folder} has no [CLS]/[SEP] pieces; rnnkit reads BERT-style encoders")
+    cls_id, sep_id, n = pieces.index("[CLS]"), pieces.index("[SEP]"), len(pieces)
     from transformers.utils import logging as hf_logging
 
     bar = hf_logging.is_progress_bar_enabled()
@@ -150,14 +152,6 @@ def _encode_pieces(folder: Path, n: int, batch: int = 1024) -> torch.Tensor:
             rows = torch.stack([torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], 1)
             out[ids] = model(input_ids=rows, attention_mask=torch.ones_like(rows)).last_hidden_state[:, 1].float()
     return out
-
-
-def _special_ids(folder: Path) -> tuple[int, int]:
-    vocab = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))["model"]["vocab"]
-    try:
-        return vocab["[CLS]"], vocab["[SEP]"]
-    except KeyError:
-        raise RnnkitError(f"the encoder in {folder} has no [CLS]/[SEP] pieces; rnnkit reads BERT-style encoders") from None
 
 
 # rnnkit's own specials take the rows of the encoder's counterparts.

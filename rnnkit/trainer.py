@@ -372,12 +372,13 @@ def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
         return {"tokenizer": named}
     from .pretrained import INSTALL_HINT, installed_encoders
 
-    encoders = installed_encoders() if cfg.embeddings is None else {}
-    picked, why = choose_tokenizer(texts, cfg.sp_vocab_size, encoders)
     if cfg.embeddings is not None:
         picked, why = {"tokenizer": "wordpiece"}, f"wordpiece, the pieces of embeddings={cfg.embeddings}"
-    elif picked["tokenizer"] == "sentencepiece" and not encoders:
-        why += f"; for English, pretrained embeddings help on small data: {INSTALL_HINT}"
+    else:
+        encoders = installed_encoders()
+        picked, why = choose_tokenizer(texts, cfg.sp_vocab_size, encoders)
+        if picked["tokenizer"] == "sentencepiece" and not encoders:
+            why += f"; for English, pretrained embeddings help on small data: {INSTALL_HINT}"
     log(f"auto: tokenizer = {why}; --tokenizer to choose another")
     return {**picked, "extra": {**cfg.extra, "auto": {"tokenizer": why}}}
 
