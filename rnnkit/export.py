@@ -58,8 +58,17 @@ class PaddedClassifier(nn.Module):
         model.kernel = "native"
         self.model = model
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.model.probabilities(self.model(ids, lengths))
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model.probabilities(self.model(ids, lengths, vectors=vectors))
+
+
+def example_inputs(model: SequenceClassifier, ids: torch.Tensor, lengths: torch.Tensor) -> dict:
+    """The exported graph's inputs for ``ids``/``lengths``: with text vectors, also the vectors the run computes
+    from them (the graph takes them as an input; a tokenizer is not a tensor operation)."""
+    inputs = {"ids": ids, "lengths": lengths}
+    if model.text_vector_dim:
+        inputs["vectors"] = model.text_vectors(ids, lengths)
+    return inputs
 
 
 def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int = 0):
@@ -75,7 +84,8 @@ def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int 
 def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Path:
     """Write ``model`` in ``fmt`` to ``path``; returns the path."""
     padded = PaddedClassifier(model.cpu().eval()).eval()
-    ids, lengths = example_batch(model.embedding.num_embeddings)
+    inputs = example_inputs(model, *example_batch(model.embedding.num_embeddings))
+    names, args = list(inputs), tuple(inputs.values())
     if fmt == "onnx":
         if model.rnn.proj_size:
             # ONNX's LSTM op has no projection, and torch's exporter refuses to write one.
@@ -95,16 +105,17 @@ def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Pa
             # torch warns that an RNN exported at batch size > 1 may fail at other batch sizes; the
             # states start at zero inside the graph, and max_difference() checks batch sizes 3 to 19.
             warnings.filterwarnings("ignore", message=".*batch_size other than 1.*")
-            torch.onnx.export(padded, (ids, lengths), str(tmp), input_names=["ids", "lengths"],
+            torch.onnx.export(padded, args, str(tmp), input_names=names,
                               output_names=["probabilities"], opset_version=OPSET,
                               dynamic_axes={"ids": {0: "batch", 1: "seq"}, "lengths": {0: "batch"},
-                                            "probabilities": {0: "batch"}}, **extra)
+                                            "probabilities": {0: "batch"},
+                                            **({"vectors": {0: "batch"}} if "vectors" in inputs else {})}, **extra)
         tmp.replace(path)
     elif fmt == "torchscript":
         with warnings.catch_warnings():
             # trace warns about Python values it freezes; the graph has none that depend on shapes.
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(padded, (ids, lengths))
+            traced = torch.jit.trace(padded, args)
         tmp = path.with_name(path.name + ".tmp")
         torch.jit.save(traced, str(tmp))
         tmp.replace(path)
@@ -135,11 +146,12 @@ def max_difference(model: SequenceClassifier, path: Path, fmt: str, trials: int 
         ids, lengths = example_batch(model.embedding.num_embeddings, batch=3 + 4 * trial,
                                      max_len=[7, 31, 2, 60, 15][trial % 5], seed=trial + 1)
         expected = predict_proba(model, ids, lengths, batch_size=len(ids))
+        inputs = example_inputs(model, ids, lengths)
         if session is not None:
-            got = torch.from_numpy(session.run(None, {"ids": ids.numpy(), "lengths": lengths.numpy()})[0])
+            got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0])
         else:
             with torch.no_grad():
-                got = program(ids, lengths)
+                got = program(*inputs.values())
         worst = max(worst, float((got - expected).abs().max()))
     return worst
 
@@ -163,11 +175,18 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             raise RnnkitError(f"the exported model differs from PyTorch by {diff:.2e} (> {tolerance:g}); "
                               "please report this with the run's config.json")
         shutil.copyfile(Path(run_dir) / "vectorizer.json", out / "vectorizer.json")
+        inputs = {"ids": "int64 (batch, seq), 0 = padding, ids from vectorizer.json's vocabulary "
+                         "(with <bos>/<eos> around each text when add_bos_eos is true)",
+                  "lengths": "int64 (batch,), number of valid ids in each row (>= 1)"}
+        if run.model.text_vector_dim:
+            from .pretrained import TEXT_VECTOR_FILE
+
+            shutil.copyfile(Path(run_dir) / TEXT_VECTOR_FILE, out / TEXT_VECTOR_FILE)
+            inputs["vectors"] = (f"float32 (batch, {run.model.text_vector_dim}), each text's mean piece vector from "
+                                 f"{TEXT_VECTOR_FILE} (rnnkit.pretrained.TextVectors; load_onnx computes it)")
         info = {
             "format": fmt, "file": name, "opset": OPSET if fmt == "onnx" else None,
-            "inputs": {"ids": "int64 (batch, seq), 0 = padding, ids from vectorizer.json's vocabulary "
-                              "(with <bos>/<eos> around each text when add_bos_eos is true)",
-                       "lengths": "int64 (batch,), number of valid ids in each row (>= 1)"},
+            "inputs": inputs,
             "outputs": {"probabilities": "float32 (batch, classes), columns in the order of labels, calibrated "
                                          "(logits divided by temperature inside the graph)"
                         + ("; multi-label: a sigmoid per label, predicted where it reaches its threshold"
@@ -212,8 +231,17 @@ class OnnxClassifier:
         self.info = json.loads(info_path.read_text(encoding="utf-8"))
         self.vectorizer = Vectorizer.from_dict(json.loads((folder / "vectorizer.json").read_text(encoding="utf-8")))
         self.session = onnx_session(folder / self.info["file"])
+        self.text_vectors = None
+        if "vectors" in self.info.get("inputs", {}):
+            from .pretrained import TEXT_VECTOR_FILE, TextVectors
+            from .vocab import SPECIALS
+
+            self.text_vectors = TextVectors.load(folder / TEXT_VECTOR_FILE, self.vectorizer.vocab.tokens, SPECIALS)
 
     def predict_proba(self, texts: list[str] | str):
         """Probabilities ``(n, classes)``; a single string is one text, as for :meth:`rnnkit.Run.predict_proba`."""
         ids, lengths = self.vectorizer.encode_texts([texts] if isinstance(texts, str) else texts)
-        return self.session.run(None, {"ids": ids.long().numpy(), "lengths": lengths.numpy()})[0]
+        feed = {"ids": ids.long().numpy(), "lengths": lengths.numpy()}
+        if self.text_vectors is not None:
+            feed["vectors"] = self.text_vectors(ids, lengths).numpy()
+        return self.session.run(None, feed)[0]

@@ -159,7 +159,8 @@ class SequenceClassifier(nn.Module):
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
                  embedding_dropout: float = 0.1, token_dropout: float = 0.0, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
-                 ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False):
+                 ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False,
+                 text_vector_dim: int = 0):
         super().__init__()
         if head == "binary" and (num_classes != 2 or multilabel):
             raise RnnkitError(f"head=binary needs exactly two classes (single-label); this data has {num_classes}"
@@ -180,7 +181,12 @@ class SequenceClassifier(nn.Module):
         out_size = rnn_output_width(self.rnn) * (2 if bidirectional else 1)
         if pooling == "attention":
             self.attention = nn.Linear(out_size, 1)
-        self.fc1 = nn.Linear(out_size * (2 if pooling == "maxmean" else 1), head_hidden)
+        self.text_vector_dim = text_vector_dim
+        self.text_vectors = None
+        """With ``text_vector_dim`` > 0: a callable ``(ids, lengths) -> (B, text_vector_dim)`` whose vectors the
+        head reads beside the pooled features (:class:`rnnkit.pretrained.TextVectors`; set by whoever builds or
+        loads the model, since it is not a weight)."""
+        self.fc1 = nn.Linear(out_size * (2 if pooling == "maxmean" else 1) + text_vector_dim, head_hidden)
         self.head_dropout = Dropout(head_dropout)
         self.fc2 = nn.Linear(head_hidden, 1 if head == "binary" else num_classes)
         # Fitted on val after training (rnnkit.calibration); saved with the weights so predict, serve
@@ -237,14 +243,23 @@ class SequenceClassifier(nn.Module):
         last = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.rnn.bidirectional else h_n[-1]
         return out, last
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``(B, num_classes)``; ``embedded (B, T, E)``, when given, replaces :meth:`embed` ``(ids)``.
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None,
+                vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``(B, num_classes)``; ``embedded (B, T, E)``, when given, replaces :meth:`embed` ``(ids)``;
+        ``vectors (B, text_vector_dim)``, when given, replaces ``text_vectors(ids, lengths)`` (an export's input).
 
         The binary head computes one logit ``z`` (``nn.Linear(head_hidden, 1)``) and returns ``(0, z)``:
         a softmax over that pair is exactly ``(1 - sigmoid(z), sigmoid(z))``, so every consumer of
         two-class logits works unchanged, and :func:`loss_function` trains ``z`` with BCE.
         """
         h = self.encode(ids, lengths, embedded)
+        if self.text_vector_dim and vectors is not None:
+            h = torch.cat([h, vectors.to(dtype=h.dtype)], dim=1)
+        elif self.text_vector_dim:
+            if self.text_vectors is None:
+                raise RnnkitError("this model's head reads text vectors: attach model.text_vectors "
+                                  "(rnnkit.load and rnnkit.train do)")
+            h = torch.cat([h, self.text_vectors(ids, lengths).to(device=h.device, dtype=h.dtype)], dim=1)
         logits = self.fc2(self.head_dropout(torch.relu(self.fc1(h))))
         if self.head == "binary":
             logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
@@ -256,9 +271,15 @@ class SequenceClassifier(nn.Module):
         return probabilities(logits.float(), self.temperature, self.multilabel)
 
     @classmethod
-    def from_config(cls, cfg, vocab_size: int, num_classes: int, multilabel: bool = False) -> "SequenceClassifier":
-        return cls(vocab_size, num_classes, kernel=cfg.kernel, multilabel=multilabel,
-                   **{k: getattr(cfg, k) for k in MODEL_KEYS})
+    def from_config(cls, cfg, vocab_size: int, num_classes: int, multilabel: bool = False,
+                    text_vectors=None) -> "SequenceClassifier":
+        """The model ``cfg`` describes; ``text_vectors`` (:class:`rnnkit.pretrained.TextVectors`) when
+        ``cfg.text_vectors`` is set."""
+        model = cls(vocab_size, num_classes, kernel=cfg.kernel, multilabel=multilabel,
+                    text_vector_dim=text_vectors.width if text_vectors is not None else 0,
+                    **{k: getattr(cfg, k) for k in MODEL_KEYS})
+        model.text_vectors = text_vectors
+        return model
 
 
 class BinaryLoss(nn.Module):

@@ -181,8 +181,17 @@ class Run:
         manifest = runio.verify_run(path)
         config = Config.from_saved(runio.read_json(path / "config.json"), source=str(path / "config.json"))
         vectorizer = Vectorizer.from_dict(runio.read_json(path / "vectorizer.json"))
+        text_vectors = None
+        if config.text_vectors is not None:
+            from .pretrained import TEXT_VECTOR_FILE, TextVectors
+            from .vocab import SPECIALS
+
+            if TEXT_VECTOR_FILE not in manifest.get("files", {}):
+                raise RnnkitError(f"{path}: {runio.MANIFEST} does not list {TEXT_VECTOR_FILE}, which its config "
+                                  "needs (edited or damaged); restore it or re-train")
+            text_vectors = TextVectors.load(path / TEXT_VECTOR_FILE, vectorizer.vocab.tokens, SPECIALS)
         model = SequenceClassifier.from_config(config, len(vectorizer.vocab), len(vectorizer.labels),
-                                               vectorizer.multilabel)
+                                               vectorizer.multilabel, text_vectors)
         state = runio.load_tensors(path / "model.safetensors")
         try:
             model.load_state_dict(state)

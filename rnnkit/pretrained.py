@@ -49,39 +49,41 @@ ENCODERS: dict[str, Encoder] = {
 }
 
 
-def encoder_folder(name: str) -> Path:
-    """The folder holding encoder ``name`` (a registered name or a path), checked to have what is needed."""
+def encoder_folder(name: str, setting: str = "embeddings") -> Path:
+    """The folder holding encoder ``name`` (a registered name or a path), checked to have what is needed.
+
+    ``setting`` is the config key that named it, for the error messages."""
     if name in ENCODERS:
         import importlib.util
 
         spec = importlib.util.find_spec(ENCODERS[name].package)
         if spec is None or not spec.origin:
-            raise RnnkitError(f"embeddings={name!r} needs the encoder's files: {INSTALL_HINT}")
+            raise RnnkitError(f"{setting}={name!r} needs the encoder's files: {INSTALL_HINT}")
         folder = Path(spec.origin).parent / ENCODERS[name].folder
     else:
         folder = Path(name).expanduser()
         if not folder.is_dir():
-            raise RnnkitError(f"embeddings={name!r} is neither a known encoder ({', '.join(ENCODERS)}) nor a folder")
+            raise RnnkitError(f"{setting}={name!r} is neither a known encoder ({', '.join(ENCODERS)}) nor a folder")
     missing = [f for f in ("config.json", "model.safetensors", "tokenizer.json") if not (folder / f).is_file()]
     if missing:
         raise RnnkitError(f"the encoder folder {folder} lacks {', '.join(missing)}; reinstall it ({INSTALL_HINT})")
     return folder
 
 
-def wordpiece_json(name: str) -> str:
+def wordpiece_json(name: str, setting: str = "embeddings") -> str:
     """The encoder's ``tokenizer.json`` as text, checked to be a WordPiece model."""
-    text = (encoder_folder(name) / "tokenizer.json").read_text(encoding="utf-8")
+    text = (encoder_folder(name, setting) / "tokenizer.json").read_text(encoding="utf-8")
     try:
         kind = json.loads(text)["model"]["type"]
     except (ValueError, KeyError, TypeError):
-        raise RnnkitError(f"the tokenizer.json of embeddings={name!r} is not a Hugging Face tokenizer file") from None
+        raise RnnkitError(f"the tokenizer.json of {setting}={name!r} is not a Hugging Face tokenizer file") from None
     if kind != "WordPiece":
-        raise RnnkitError(f"embeddings={name!r} has a {kind} tokenizer; rnnkit reads WordPiece encoders (BERT-style)")
+        raise RnnkitError(f"{setting}={name!r} has a {kind} tokenizer; rnnkit reads WordPiece encoders (BERT-style)")
     return text
 
 
 def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
-                   cache: Optional[Path] = None) -> tuple[list[str], torch.Tensor]:
+                   cache: Optional[Path] = None, setting: str = "embeddings") -> tuple[list[str], torch.Tensor]:
     """One vector per WordPiece piece of encoder ``name``: ``(pieces, table (V, D) float32)``.
 
     Each piece goes through the whole encoder alone (``[CLS] piece [SEP]``); its output vector is
@@ -92,13 +94,13 @@ def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
 
     from .data import cache_dir, sha256_of
 
-    folder = encoder_folder(name)
+    folder = encoder_folder(name, setting)
     weights = folder / "model.safetensors"
     digest = sha256_of(weights)
     if name in ENCODERS and digest != ENCODERS[name].sha256:
-        raise RnnkitError(f"the weights of embeddings={name!r} ({weights}) do not match the pinned file "
+        raise RnnkitError(f"the weights of {setting}={name!r} ({weights}) do not match the pinned file "
                           f"(sha256 {digest[:12]}... instead of {ENCODERS[name].sha256[:12]}...); reinstall: {INSTALL_HINT}")
-    pieces = _pieces(wordpiece_json(name))
+    pieces = _pieces(wordpiece_json(name, setting))
     path = (cache or cache_dir() / "pretrained") / f"static-{digest[:16]}.safetensors"
     if path.is_file():
         try:
@@ -210,3 +212,107 @@ def installed_encoders() -> dict[str, set]:
             except RnnkitError:  # a damaged install: tokenizer=auto goes on without it
                 continue
     return found
+
+
+TEXT_VECTOR_SCALE = 0.1
+"""Each text vector's size in the head's input: ``TEXT_VECTOR_SCALE * sqrt(D)``, so 0.1 per dimension on
+average. Chosen on validation accuracy (surnames, seeds 0-2, BENCHMARKS.md): 1.0 let the head fit the
+vectors and lost 2.4 points; 0.3 lost 0.4; 0.1 held validation and gained on test."""
+
+TEXT_VECTOR_FILE = "text_vectors.safetensors"
+
+
+class TextVectors:
+    """Each text's mean pretrained piece vector, which the classifier's head reads beside the pooled RNN features.
+
+    For character-level models of names: the RNN reads the spelling, and the encoder's pieces bring
+    what it learned about a name elsewhere ("nakamura" is one piece of MiniLM's vocabulary). The text
+    is rebuilt from the character ids the model gets, so ``model(ids, lengths)`` stays the whole
+    interface: training, prediction, explanations and serving need nothing else. Characters the
+    vocabulary lacks are left out of that text, as the RNN does not see them either.
+
+    ``table (pieces, D)`` is kept in fp16 (23 MB for MiniLM) and saved in the run folder with the
+    tokenizer, so a saved run predicts without the encoder installed (``tokenizers`` is still needed).
+    """
+
+    def __init__(self, tokenizer_json: str, table: torch.Tensor, tokens: list[str], specials: tuple = (),
+                 name: str = ""):
+        import numpy as np
+
+        self.tokenizer_json = tokenizer_json
+        self.table = table.to(torch.float16).contiguous()
+        self.name = name
+        self._chars = np.array(["" if t in specials else t for t in tokens], dtype=object)
+        self._table32: Optional[torch.Tensor] = None
+        self._backend = None
+        self._cache: dict[str, torch.Tensor] = {}
+
+    @property
+    def width(self) -> int:
+        return int(self.table.shape[1])
+
+    def __deepcopy__(self, memo):  # weight averaging copies the model; this holds no weights to average
+        return self
+
+    def texts(self, ids: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        """The texts behind character ``ids (B, T)``: each row's first ``lengths`` characters, specials dropped."""
+        chars = self._chars
+        return ["".join(chars[row[:n]]) for row, n in zip(ids.cpu().numpy(), lengths.tolist())]
+
+    def vectors(self, texts: list[str]) -> torch.Tensor:
+        """``(B, D)`` float32: the mean of each text's piece vectors, scaled to ``TEXT_VECTOR_SCALE * sqrt(D)``."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            if self._backend is None:
+                self._backend = _wordpiece_backend(self.tokenizer_json)
+                self._table32 = self.table.float()
+            unk = self._backend.token_to_id("[UNK]") or 0
+            if len(self._cache) + len(missing) > 200_000:  # a long-running server sees endless new names
+                self._cache.clear()
+            for text, enc in zip(missing, self._backend.encode_batch(missing, add_special_tokens=False)):
+                rows = self._table32[torch.tensor(enc.ids or [unk])]
+                v = rows.mean(0)
+                self._cache[text] = v * (TEXT_VECTOR_SCALE * self.width ** 0.5 / v.norm().clamp_min(1e-6))
+        return torch.stack([self._cache[t] for t in texts])
+
+    def __call__(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.vectors(self.texts(ids, lengths))
+
+    @classmethod
+    def build(cls, name: str, tokens: list[str], specials: tuple,
+              log: Callable[[str], None] = lambda m: None) -> "TextVectors":
+        """From encoder ``name`` (``minilm`` or a folder), for a model whose character vocabulary is ``tokens``."""
+        _, table = static_vectors(name, log, setting="text_vectors")
+        return cls(wordpiece_json(name, "text_vectors"), table, tokens, specials, name)
+
+    def save(self, path: Path) -> None:
+        from .run import save_tensors
+
+        save_tensors(path, {"table": self.table}, {"tokenizer": self.tokenizer_json, "encoder": self.name})
+
+    @classmethod
+    def load(cls, path: Path, tokens: list[str], specials: tuple) -> "TextVectors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                table = f.get_tensor("table")
+        except FileNotFoundError:
+            raise RnnkitError(f"{path} is missing; the run folder is incomplete") from None
+        except Exception as exc:  # safetensors raises its own error types for bad files
+            raise RnnkitError(f"cannot read {path} ({exc}); the file is damaged, re-train or restore it") from None
+        if "tokenizer" not in meta or table.ndim != 2:
+            raise RnnkitError(f"{path} holds no text-vector table and tokenizer; re-train or restore it")
+        return cls(meta["tokenizer"], table, tokens, specials, meta.get("encoder", ""))
+
+
+def _wordpiece_backend(tokenizer_json: str):
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise RnnkitError(f"text_vectors needs the tokenizers library: {INSTALL_HINT}") from None
+    backend = Tokenizer.from_str(tokenizer_json)
+    backend.no_truncation()
+    backend.no_padding()
+    return backend

@@ -5,6 +5,7 @@ A finished run folder holds::
     config.json        the resolved Config
     vectorizer.json    tokenizer settings, token and label vocabularies
     model.safetensors  the best weights (by the monitored validation metric)
+    text_vectors.safetensors  with text_vectors set: the pretrained piece table and its tokenizer
     metrics.json       {"val": {...}, "test": {"accuracy", "macro_f1", ...}}
     history.jsonl      one line per epoch, appended as training goes
     confusion_matrix.png, history.png, reliability.png (calibration before/after temperature scaling)

