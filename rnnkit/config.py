@@ -357,8 +357,8 @@ SAVED_BEFORE = {"adversarial": 0.0}
 # Surnames and names: weight averaging and 5 epochs of language-model pretraining, chosen on validation
 # accuracy (issue 13, BENCHMARKS.md): surnames mean val 0.8059 vs 0.7971 over seeds 0-2, names 0.8330 vs 0.8257.
 # Each name's mean pretrained piece vector beside the pooled characters (text_vectors, fifteenth session, seeds
-# 0-2, where minilm is installed): surnames mean val 0.8134 vs 0.8124, test 0.8030 vs 0.7884; names val 0.8498
-# vs 0.8398, test 0.8520 vs 0.8452, test macro-F1 0.503 vs 0.464.
+# 0-2, where minilm is installed): surnames mean val 0.8142 vs 0.8124, test 0.8018 vs 0.7884; names val 0.8478
+# vs 0.8398, test 0.8531 vs 0.8452, test macro-F1 0.502 vs 0.464.
 _CHARACTER_NAMES = dict(tokenizer="char", ema=0.999, pretrain_epochs=5, text_vectors="auto")
 
 DATASET_DEFAULTS: dict[str, dict] = {
