@@ -182,8 +182,12 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             from .pretrained import TEXT_VECTOR_FILE
 
             shutil.copyfile(Path(run_dir) / TEXT_VECTOR_FILE, out / TEXT_VECTOR_FILE)
-            inputs["vectors"] = (f"float32 (batch, {run.model.text_vector_dim}), each text's mean piece vector from "
-                                 f"{TEXT_VECTOR_FILE} (rnnkit.pretrained.TextVectors; load_onnx computes it)")
+            inputs["vectors"] = (f"float32 (batch, {run.model.text_vector_dim}): each row's text rebuilt from its ids "
+                                 "(specials dropped), split by the WordPiece tokenizer in the metadata of "
+                                 f"{TEXT_VECTOR_FILE}, the mean of its pieces' rows of that file's table ([UNK]'s "
+                                 "for an empty text), scaled to length scale x sqrt(width) (scale in the same "
+                                 "metadata); rnnkit.pretrained.TextVectors computes it"
+                                 + ("; load_onnx does so" if fmt == "onnx" else ""))
         info = {
             "format": fmt, "file": name, "opset": OPSET if fmt == "onnx" else None,
             "inputs": inputs,

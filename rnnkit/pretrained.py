@@ -109,7 +109,7 @@ def static_vectors(name: str, log: Callable[[str], None] = lambda m: None,
             table = None
         if table is not None and table.shape[0] == len(pieces):
             return pieces, table
-    log(f"embeddings: computing one static vector per piece of {name} ({len(pieces):,} pieces, once; "
+    log(f"{setting.replace('_', ' ')}: computing one static vector per piece of {name} ({len(pieces):,} pieces, once; "
         f"cached in {path.parent})")
     table = _encode_pieces(folder, pieces)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,17 +235,29 @@ class TextVectors:
     tokenizer, so a saved run predicts without the encoder installed (``tokenizers`` is still needed).
     """
 
+    CACHE_SIZE = 20_000
+    """Texts whose vectors are kept (least recently used dropped first): a training split's names, not a server's
+    endless stream of new ones."""
+
     def __init__(self, tokenizer_json: str, table: torch.Tensor, tokens: list[str], specials: tuple = (),
-                 name: str = ""):
+                 name: str = "", scale: float = TEXT_VECTOR_SCALE):
+        import threading
+        from collections import OrderedDict
+
         import numpy as np
 
         self.tokenizer_json = tokenizer_json
         self.table = table.to(torch.float16).contiguous()
         self.name = name
+        self.scale = float(scale)
         self._chars = np.array(["" if t in specials else t for t in tokens], dtype=object)
-        self._table32: Optional[torch.Tensor] = None
-        self._backend = None
-        self._cache: dict[str, torch.Tensor] = {}
+        # Built now, not at the first prediction: a missing library fails when the run is loaded, and two
+        # server threads never see a half-built object.
+        self._backend = _wordpiece_backend(tokenizer_json)
+        self._unk = self._backend.token_to_id("[UNK]") or 0
+        self._table32 = self.table.float()
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()  # serve runs predictions and explanations on two threads
 
     @property
     def width(self) -> int:
@@ -260,20 +272,22 @@ class TextVectors:
         return ["".join(chars[row[:n]]) for row, n in zip(ids.cpu().numpy(), lengths.tolist())]
 
     def vectors(self, texts: list[str]) -> torch.Tensor:
-        """``(B, D)`` float32: the mean of each text's piece vectors, scaled to ``TEXT_VECTOR_SCALE * sqrt(D)``."""
-        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-        if missing:
-            if self._backend is None:
-                self._backend = _wordpiece_backend(self.tokenizer_json)
-                self._table32 = self.table.float()
-            unk = self._backend.token_to_id("[UNK]") or 0
-            if len(self._cache) + len(missing) > 200_000:  # a long-running server sees endless new names
-                self._cache.clear()
-            for text, enc in zip(missing, self._backend.encode_batch(missing, add_special_tokens=False)):
-                rows = self._table32[torch.tensor(enc.ids or [unk])]
-                v = rows.mean(0)
-                self._cache[text] = v * (TEXT_VECTOR_SCALE * self.width ** 0.5 / v.norm().clamp_min(1e-6))
-        return torch.stack([self._cache[t] for t in texts])
+        """``(B, D)`` float32: the mean of each text's piece vectors, scaled to length ``scale * sqrt(D)``."""
+        found: dict[str, torch.Tensor] = {}
+        with self._lock:
+            for t in dict.fromkeys(texts):
+                v = self._cache.get(t)
+                if v is not None:
+                    self._cache.move_to_end(t)
+                    found[t] = v
+            missing = [t for t in dict.fromkeys(texts) if t not in found]
+            if missing:
+                for text, enc in zip(missing, self._backend.encode_batch(missing, add_special_tokens=False)):
+                    v = self._table32[torch.tensor(enc.ids or [self._unk])].mean(0)
+                    found[text] = self._cache[text] = v * (self.scale * self.width ** 0.5 / v.norm().clamp_min(1e-6))
+                while len(self._cache) > self.CACHE_SIZE:
+                    self._cache.popitem(last=False)
+        return torch.stack([found[t] for t in texts])
 
     def __call__(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         return self.vectors(self.texts(ids, lengths))
@@ -288,7 +302,8 @@ class TextVectors:
     def save(self, path: Path) -> None:
         from .run import save_tensors
 
-        save_tensors(path, {"table": self.table}, {"tokenizer": self.tokenizer_json, "encoder": self.name})
+        save_tensors(path, {"table": self.table},
+                     {"tokenizer": self.tokenizer_json, "encoder": self.name, "scale": repr(self.scale)})
 
     @classmethod
     def load(cls, path: Path, tokens: list[str], specials: tuple) -> "TextVectors":
@@ -304,14 +319,16 @@ class TextVectors:
             raise RnnkitError(f"cannot read {path} ({exc}); the file is damaged, re-train or restore it") from None
         if "tokenizer" not in meta or table.ndim != 2:
             raise RnnkitError(f"{path} holds no text-vector table and tokenizer; re-train or restore it")
-        return cls(meta["tokenizer"], table, tokens, specials, meta.get("encoder", ""))
+        return cls(meta["tokenizer"], table, tokens, specials, meta.get("encoder", ""),
+                   float(meta.get("scale", TEXT_VECTOR_SCALE)))
 
 
 def _wordpiece_backend(tokenizer_json: str):
     try:
         from tokenizers import Tokenizer
     except ImportError:
-        raise RnnkitError(f"text_vectors needs the tokenizers library: {INSTALL_HINT}") from None
+        raise RnnkitError("text vectors need the tokenizers library: pip install tokenizers "
+                          f"(to train with them: {INSTALL_HINT})") from None
     backend = Tokenizer.from_str(tokenizer_json)
     backend.no_truncation()
     backend.no_padding()

@@ -337,3 +337,21 @@ def test_bad_text_vector_settings_exit_2_and_write_nothing(tmp_path, flags, matc
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and match in errors[0], result.output
     assert not out.exists()
+
+
+def test_text_vectors_keep_a_bounded_cache_and_answer_from_two_threads(encoder, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rnnkit.vocab import SPECIALS
+
+    monkeypatch.setattr(pretrained.TextVectors, "CACHE_SIZE", 5)
+    tv = pretrained.TextVectors.build(str(encoder), [*SPECIALS], SPECIALS)
+    words = [*GOOD, *BAD, *FILLER]
+    first = tv.vectors(words)
+    assert len(tv._cache) == 5
+    again = tv.vectors(["great", *words[::-1], "great"])  # cached and evicted texts in one batch
+    torch.testing.assert_close(again[1:-1], first.flip(0))
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda i: tv.vectors(words[i % 7:] + words[:i % 7]), range(40)))
+    for i, r in enumerate(results):
+        torch.testing.assert_close(r, torch.cat([first[i % 7:], first[:i % 7]]))
