@@ -231,8 +231,7 @@ class Config:
             raise RnnkitError(f"embeddings={self.embeddings!r} reads the encoder's own pieces, so it needs tokenizer "
                               f"wordpiece (or auto); got tokenizer={self.tokenizer!r}")
         if self.text_vectors not in (None, "auto") and self.tokenizer not in ("auto", "char"):
-            raise RnnkitError(f"text_vectors={self.text_vectors!r} rebuilds each text from its characters, so it needs "
-                              f"tokenizer char; got tokenizer={self.tokenizer!r} (--set text_vectors=none to drop it)")
+            raise text_vectors_need_char(self.text_vectors, self.tokenizer)
         if self.tokenizer == "wordpiece" and self.embeddings is None:
             raise RnnkitError("tokenizer wordpiece comes from a pretrained encoder: set embeddings (e.g. "
                               "--set embeddings=minilm)")
@@ -347,6 +346,11 @@ class Config:
                 raise RnnkitError(f"unknown setting {key!r} in {source}{hint}")
             changes[key] = _coerce(key, value, known[key].type, source)
         return dataclasses.replace(self, **changes)
+
+
+def text_vectors_need_char(text_vectors: str, tokenizer: str) -> RnnkitError:
+    return RnnkitError(f"text_vectors={text_vectors!r} rebuilds each text from its characters, so it needs tokenizer "
+                       f"char; got tokenizer={tokenizer!r} (--set text_vectors=none to drop it)")
 
 
 # Settings whose default changed after runs were saved without them, with the value those runs trained with.

@@ -253,13 +253,13 @@ class SequenceClassifier(nn.Module):
         two-class logits works unchanged, and :func:`loss_function` trains ``z`` with BCE.
         """
         h = self.encode(ids, lengths, embedded)
-        if self.text_vector_dim and vectors is not None:
-            h = torch.cat([h, vectors.to(dtype=h.dtype)], dim=1)
-        elif self.text_vector_dim:
-            if self.text_vectors is None:
-                raise RnnkitError("this model's head reads text vectors: attach model.text_vectors "
-                                  "(rnnkit.load and rnnkit.train do)")
-            h = torch.cat([h, self.text_vectors(ids, lengths).to(device=h.device, dtype=h.dtype)], dim=1)
+        if self.text_vector_dim:
+            if vectors is None:
+                if self.text_vectors is None:
+                    raise RnnkitError("this model's head reads text vectors: attach model.text_vectors "
+                                      "(rnnkit.load and rnnkit.train do)")
+                vectors = self.text_vectors(ids, lengths)
+            h = torch.cat([h, vectors.to(device=h.device, dtype=h.dtype)], dim=1)
         logits = self.fc2(self.head_dropout(torch.relu(self.fc1(h))))
         if self.head == "binary":
             logits = torch.cat([torch.zeros_like(logits), logits], dim=1)

@@ -253,7 +253,9 @@ class TextVectors:
         self._chars = np.array(["" if t in specials else t for t in tokens], dtype=object)
         # Built now, not at the first prediction: a missing library fails when the run is loaded, and two
         # server threads never see a half-built object.
-        self._backend = _wordpiece_backend(tokenizer_json)
+        from .tokenizers import WordPieceTokenizer
+
+        self._backend = WordPieceTokenizer(encoder=name, model=tokenizer_json).backend
         self._unk = self._backend.token_to_id("[UNK]") or 0
         self._table32 = self.table.float()
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -274,13 +276,15 @@ class TextVectors:
     def vectors(self, texts: list[str]) -> torch.Tensor:
         """``(B, D)`` float32: the mean of each text's piece vectors, scaled to length ``scale * sqrt(D)``."""
         found: dict[str, torch.Tensor] = {}
+        missing = []
         with self._lock:
             for t in dict.fromkeys(texts):
                 v = self._cache.get(t)
-                if v is not None:
+                if v is None:
+                    missing.append(t)
+                else:
                     self._cache.move_to_end(t)
                     found[t] = v
-            missing = [t for t in dict.fromkeys(texts) if t not in found]
             if missing:
                 for text, enc in zip(missing, self._backend.encode_batch(missing, add_special_tokens=False)):
                     v = self._table32[torch.tensor(enc.ids or [self._unk])].mean(0)
@@ -322,14 +326,3 @@ class TextVectors:
         return cls(meta["tokenizer"], table, tokens, specials, meta.get("encoder", ""),
                    float(meta.get("scale", TEXT_VECTOR_SCALE)))
 
-
-def _wordpiece_backend(tokenizer_json: str):
-    try:
-        from tokenizers import Tokenizer
-    except ImportError:
-        raise RnnkitError("text vectors need the tokenizers library: pip install tokenizers "
-                          f"(to train with them: {INSTALL_HINT})") from None
-    backend = Tokenizer.from_str(tokenizer_json)
-    backend.no_truncation()
-    backend.no_padding()
-    return backend

@@ -392,13 +392,13 @@ def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
 
 def _text_vector_choice(cfg: Config, log: Callable[[str], None]) -> dict:
     """``text_vectors="auto"`` made concrete: minilm for a character model where it is installed, else off."""
+    from .config import text_vectors_need_char
     from .pretrained import INSTALL_HINT, installed_encoders
 
     if cfg.tokenizer != "char":
         if cfg.text_vectors == "auto":
             return {"text_vectors": None}
-        raise RnnkitError(f"text_vectors={cfg.text_vectors!r} rebuilds each text from its characters, so it needs "
-                          f"tokenizer char; this run uses {cfg.tokenizer} (--set text_vectors=none to drop it)")
+        raise text_vectors_need_char(cfg.text_vectors, cfg.tokenizer)
     if cfg.text_vectors != "auto":
         return {}
     if "minilm" in installed_encoders():
