@@ -32,12 +32,13 @@ def one(job):
     started = time.perf_counter()
     run = rnnkit.train(cfg, log=lambda m: None)
     result = {"overrides": overrides, "seed": seed, "val": run.metrics["val"]["accuracy"],
-              "test": run.metrics["test"]["accuracy"], "test_f1": run.metrics["test"]["macro_f1"],
+              "val_f1": run.metrics["val"]["macro_f1"], "test": run.metrics["test"]["accuracy"],
+              "test_f1": run.metrics["test"]["macro_f1"],
               "epochs": run.metrics["epochs_run"], "seconds": round(time.perf_counter() - started, 1)}
     baseline = run.metrics.get("baseline")
     if baseline:  # the same split's linear model, for a user file whose split the seed draws
-        result["baseline"] = {"val": baseline["val"]["accuracy"], "test": baseline["test"]["accuracy"],
-                              "test_f1": baseline["test"]["macro_f1"]}
+        result["baseline"] = {"val": baseline["val"]["accuracy"], "val_f1": baseline["val"]["macro_f1"],
+                              "test": baseline["test"]["accuracy"], "test_f1": baseline["test"]["macro_f1"]}
     return result
 
 
@@ -63,11 +64,13 @@ def main() -> None:
     for g in grid:
         rs = [r for r in results if r["overrides"] == g]
         summary.append({"overrides": g, "val": statistics.mean(r["val"] for r in rs),
+                        "val_f1": statistics.mean(r["val_f1"] for r in rs),
                         "test": statistics.mean(r["test"] for r in rs),
                         "test_f1": statistics.mean(r["test_f1"] for r in rs),
                         "seconds": statistics.mean(r["seconds"] for r in rs)})
     for s in sorted(summary, key=lambda s: -s["val"]):
-        print(f"val {s['val']:.4f}  test {s['test']:.4f}  f1 {s['test_f1']:.4f}  {s['seconds']:6.1f}s  "
+        print(f"val {s['val']:.4f} (f1 {s['val_f1']:.4f})  test {s['test']:.4f}  f1 {s['test_f1']:.4f}  "
+              f"{s['seconds']:6.1f}s  "
               f"{json.dumps(s['overrides'])}")
     if args.out:
         Path(args.out).write_text(json.dumps({"runs": results, "summary": summary}, indent=1))

@@ -306,11 +306,30 @@ class MultiLabelLoss(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(logits, target)
 
 
+class LogitAdjustedLoss(nn.CrossEntropyLoss):
+    """Cross-entropy on ``logits + shift``, where ``shift = tau * log(class share in training)`` (Menon et al., 2021).
+
+    The network is trained as if each class's prior were added to its score, so the scores it learns
+    (and predicts with) leave the prior partly out: rare classes are predicted more often. ``tau = 1``
+    aims at balanced accuracy; a small ``tau`` only leans against the majority classes."""
+
+    def __init__(self, shift: torch.Tensor, label_smoothing: float = 0.0, weight: "torch.Tensor | None" = None):
+        super().__init__(weight=weight, label_smoothing=label_smoothing)
+        self.register_buffer("shift", shift)
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return super().forward(logits + self.shift.to(logits.dtype), y)
+
+
 def loss_function(head: str, multilabel: bool, label_smoothing: float = 0.0,
-                  weight: "torch.Tensor | None" = None) -> nn.Module:
-    """The training loss for a head: cross-entropy (softmax), BCE on one logit (binary) or per label (multi-label)."""
+                  weight: "torch.Tensor | None" = None, shift: "torch.Tensor | None" = None) -> nn.Module:
+    """The training loss for a head: cross-entropy (softmax), BCE on one logit (binary) or per label (multi-label).
+
+    ``shift`` (softmax head only): added to the logits inside the loss, see :class:`LogitAdjustedLoss`."""
     if multilabel:
         return MultiLabelLoss(label_smoothing)
     if head == "binary":
         return BinaryLoss(label_smoothing)
+    if shift is not None:
+        return LogitAdjustedLoss(shift, label_smoothing, weight)
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)

@@ -750,13 +750,17 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     elif cfg.scheduler == "linear":
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, SlantedTriangular(cfg.epochs * len(sampler)))
-    weight = None
-    if cfg.class_weights:
+    weight = shift = None
+    if cfg.class_weights or cfg.logit_adjustment:
         if vectorizer.multilabel or cfg.head == "binary":
-            raise RnnkitError("class_weights works with the softmax head on single-label data; drop --class-weights")
+            what = "class_weights" if cfg.class_weights else "logit_adjustment"
+            raise RnnkitError(f"{what} works with the softmax head on single-label data; drop --set {what}")
         counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
-        weight = (counts.sum() / (len(counts) * counts)).to(device)
-    loss_fn = loss_function(cfg.head, vectorizer.multilabel, cfg.label_smoothing, weight)
+        if cfg.class_weights:
+            weight = (counts.sum() / (len(counts) * counts)).to(device)
+        if cfg.logit_adjustment:
+            shift = (cfg.logit_adjustment * (counts / counts.sum()).log()).to(device)
+    loss_fn = loss_function(cfg.head, vectorizer.multilabel, cfg.label_smoothing, weight, shift)
     if cfg.rdrop and cfg.adversarial:
         log(f"note: rdrop replaces adversarial training (adversarial={cfg.adversarial}); each doubles a step")
         cfg = cfg.update({"adversarial": 0.0})

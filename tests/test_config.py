@@ -137,4 +137,5 @@ def test_book_config_is_the_books_model_not_the_surnames_defaults():
     from rnnkit.config import resolve_config
 
     cfg = resolve_config("book-surnames")
-    assert (cfg.cell, cfg.ema, cfg.pretrain_epochs, cfg.token_dropout) == ("rnn", None, 0, 0.0)
+    assert (cfg.cell, cfg.ema, cfg.pretrain_epochs, cfg.token_dropout, cfg.logit_adjustment) == ("rnn", None, 0, 0.0, 0.0)
+    assert resolve_config(flags={"dataset": "surnames"}).logit_adjustment == 0.2

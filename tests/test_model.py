@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from rnnkit.errors import RnnkitError
 from rnnkit.model import SequenceClassifier, column_gather, make_rnn
@@ -151,3 +152,30 @@ def test_make_rnn_projections_only_for_lstm():
     for cell in ("rnn", "gru"):
         with pytest.raises(RnnkitError, match="cell=lstm only"):
             make_rnn(cell, "torch", 4, 8, proj_size=3)
+
+
+def test_logit_adjusted_loss_leaves_the_class_prior_out_of_the_logits():
+    from rnnkit.model import LogitAdjustedLoss, loss_function
+
+    logits, y = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 0, 1])
+    shift = torch.tensor([-0.1, -1.0, -2.0])
+    assert torch.allclose(LogitAdjustedLoss(shift, 0.1)(logits, y),
+                          nn.functional.cross_entropy(logits + shift, y, label_smoothing=0.1))
+    assert type(loss_function("softmax", False, 0.1)) is nn.CrossEntropyLoss
+    # Nine texts of class 0 for one of class 1, all alike: plain cross-entropy learns the 0.9 / 0.1 prior;
+    # at tau = 1 (shift = log prior) the learned logits hold no prior at all.
+    y = torch.tensor([0] * 9 + [1])
+    prior = torch.tensor([0.9, 0.1])
+    for tau, expected in ((0.0, prior), (1.0, torch.tensor([0.5, 0.5]))):
+        f = torch.zeros(2, requires_grad=True)
+        opt = torch.optim.LBFGS([f], max_iter=200)
+        loss_fn = LogitAdjustedLoss(tau * prior.log())
+
+        def closure():
+            opt.zero_grad()
+            loss = loss_fn(f.expand(10, 2), y)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        assert torch.allclose(f.softmax(0), expected, atol=1e-3)

@@ -529,3 +529,15 @@ def test_a_slow_forecast_names_the_settings_that_cut_the_time():
     own = rnnkit.Config(dataset="mine.csv", adversarial=0.3, num_layers=2)
     assert [hint.split()[0] for hint in faster_settings(own)] == ["--set", "--num-layers"]
     assert faster_settings(rnnkit.Config(dataset="mine.csv", adversarial=0.0)) == []
+
+
+def test_logit_adjustment_trains_and_refuses_heads_it_cannot_shift(toy_csv, tmp_path):
+    run = rnnkit.train(tiny_config(toy_csv, tmp_path / "r", logit_adjustment=0.5, epochs=4))
+    assert run.metrics["val"]["accuracy"] > 0.6
+    with pytest.raises(RnnkitError, match=r"logit_adjustment must be a number in \[0.0, 3.0\]"):
+        tiny_config(toy_csv, tmp_path / "x", logit_adjustment=-1.0).validate()
+    two = tmp_path / "two.csv"
+    two.write_text("text,label\n" + "".join(f"{w}{i},{w}\n" for i in range(40) for w in ("ab", "cd")))
+    with pytest.raises(RnnkitError, match="logit_adjustment works with the softmax head"):
+        rnnkit.train(tiny_config(two, tmp_path / "b", head="binary", logit_adjustment=0.5))
+    assert not (tmp_path / "b").exists()
