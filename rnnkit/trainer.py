@@ -753,8 +753,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     weight = shift = None
     if cfg.class_weights or cfg.logit_adjustment:
         if vectorizer.multilabel or cfg.head == "binary":
-            what = "class_weights" if cfg.class_weights else "logit_adjustment"
-            raise RnnkitError(f"{what} works with the softmax head on single-label data; drop --set {what}")
+            what, fix = (("class_weights", "drop --class-weights") if cfg.class_weights
+                         else ("logit_adjustment", "set --set logit_adjustment=0"))
+            raise RnnkitError(f"{what} works with the softmax head on single-label data; {fix}")
         counts = torch.bincount(data["train"].labels, minlength=len(labels)).float().clamp_min(1)
         if cfg.class_weights:
             weight = (counts.sum() / (len(counts) * counts)).to(device)
