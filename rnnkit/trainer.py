@@ -32,7 +32,7 @@ from torch import nn
 from . import distributed
 from . import run as runio
 from .config import Config
-from .data import Splits, load_config_splits
+from .data import Splits, load_config_splits, sha256_of
 from .distributed import World
 from .errors import RnnkitError
 from .model import SequenceClassifier, loss_function, valid_mask
@@ -828,6 +828,10 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                                                  average.model if average else None)
         if average is not None:
             average.steps = loop.get("average_steps", 0)
+        expected = loop.get("text_vectors_sha256")  # absent in checkpoints written before the check existed
+        if text_vectors is not None and expected and expected != sha256_of(run_dir / TEXT_VECTOR_FILE):
+            raise RnnkitError(f"{run_dir / TEXT_VECTOR_FILE} changed since the run started; restore it, or delete "
+                              f"the run folder (rm -r {run_dir}) and train again")
         log(f"resume: {run_dir} from epoch {loop['epoch']} (best {cfg.monitor} {loop['best_metric']})")
         if world.main and cfg.baseline and "baseline" not in loop:  # stopped before its background fit ended
             start_baseline()
@@ -837,6 +841,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         runio.atomic_write_json(run_dir / "vectorizer.json", vectorizer.to_dict())
         if text_vectors is not None:
             text_vectors.save(run_dir / TEXT_VECTOR_FILE)
+            # Checked on resume: the manifest that covers this file is written only when the run ends.
+            loop["text_vectors_sha256"] = sha256_of(run_dir / TEXT_VECTOR_FILE)
     if world.main:
         # The history file mirrors the checkpoint: rewritten on resume, appended per epoch.
         runio.atomic_write_bytes(run_dir / "history.jsonl",

@@ -355,3 +355,30 @@ def test_text_vectors_keep_a_bounded_cache_and_answer_from_two_threads(encoder, 
         results = list(pool.map(lambda i: tv.vectors(words[i % 7:] + words[:i % 7]), range(40)))
     for i, r in enumerate(results):
         torch.testing.assert_close(r, torch.cat([first[i % 7:], first[:i % 7]]))
+
+
+def test_resume_refuses_text_vectors_changed_since_the_run_started(encoder, tmp_path):
+    data = write_words(tmp_path / "words.csv", n=80)
+    cfg = rnnkit.Config(dataset=str(data), out=str(tmp_path / "run"), tokenizer="char", text_vectors=str(encoder),
+                        dedupe=False, embedding_dim=8, hidden_size=8, head_hidden=8, epochs=3, progress=False,
+                        baseline=False, early_stopping=None)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first_epoch(message):
+        if message.startswith("epoch   1"):
+            raise Stop
+
+    with pytest.raises(Stop):
+        rnnkit.train(cfg, log=stop_after_first_epoch)
+    path = tmp_path / "run" / pretrained.TEXT_VECTOR_FILE
+    saved = path.read_bytes()
+    vectors = pretrained.TextVectors.load(path, ["a"], ())
+    vectors.table = vectors.table.flip(0)  # same shape, other numbers: only a checksum can tell
+    vectors.save(path)
+    with pytest.raises(RnnkitError, match="text_vectors.safetensors changed since the run started"):
+        rnnkit.train(resume=str(tmp_path / "run"), log=lambda m: None)
+    path.write_bytes(saved)
+    run = rnnkit.train(resume=str(tmp_path / "run"), log=lambda m: None)
+    assert run.metrics["epochs_run"] == 3
