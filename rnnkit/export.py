@@ -237,10 +237,9 @@ class OnnxClassifier:
         self.session = onnx_session(folder / self.info["file"])
         self.text_vectors = None
         if "vectors" in self.info.get("inputs", {}):
-            from .pretrained import TEXT_VECTOR_FILE, TextVectors
-            from .vocab import SPECIALS
+            from .pretrained import TextVectors
 
-            self.text_vectors = TextVectors.load(folder / TEXT_VECTOR_FILE, self.vectorizer.vocab.tokens, SPECIALS)
+            self.text_vectors = TextVectors.from_run(folder, self.vectorizer.vocab.tokens)
 
     def predict_proba(self, texts: list[str] | str):
         """Probabilities ``(n, classes)``; a single string is one text, as for :meth:`rnnkit.Run.predict_proba`."""

@@ -184,12 +184,11 @@ class Run:
         text_vectors = None
         if config.text_vectors is not None:
             from .pretrained import TEXT_VECTOR_FILE, TextVectors
-            from .vocab import SPECIALS
 
             if TEXT_VECTOR_FILE not in manifest.get("files", {}):
                 raise RnnkitError(f"{path}: {runio.MANIFEST} does not list {TEXT_VECTOR_FILE}, which its config "
                                   "needs (edited or damaged); restore it or re-train")
-            text_vectors = TextVectors.load(path / TEXT_VECTOR_FILE, vectorizer.vocab.tokens, SPECIALS)
+            text_vectors = TextVectors.from_run(path, vectorizer.vocab.tokens)
         model = SequenceClassifier.from_config(config, len(vectorizer.vocab), len(vectorizer.labels),
                                                vectorizer.multilabel, text_vectors)
         state = runio.load_tensors(path / "model.safetensors")

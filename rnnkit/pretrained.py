@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import torch
 
 from .errors import RnnkitError
+from .vocab import SPECIALS
 
 INSTALL_HINT = "pip install 'rnnkit[pretrained]'"
 
@@ -297,9 +298,10 @@ class TextVectors:
         return self.vectors(self.texts(ids, lengths))
 
     @classmethod
-    def build(cls, name: str, tokens: list[str], specials: tuple,
+    def build(cls, name: str, tokens: list[str], specials: tuple = SPECIALS,
               log: Callable[[str], None] = lambda m: None) -> "TextVectors":
-        """From encoder ``name`` (``minilm`` or a folder), for a model whose character vocabulary is ``tokens``."""
+        """From encoder ``name`` (``minilm`` or a folder), for a model whose character vocabulary is ``tokens``
+        (``specials``: the tokens that are no characters; rnnkit's own by default)."""
         _, table = static_vectors(name, log, setting="text_vectors")
         return cls(wordpiece_json(name, "text_vectors"), table, tokens, specials, name)
 
@@ -310,7 +312,12 @@ class TextVectors:
                      {"tokenizer": self.tokenizer_json, "encoder": self.name, "scale": repr(self.scale)})
 
     @classmethod
-    def load(cls, path: Path, tokens: list[str], specials: tuple) -> "TextVectors":
+    def from_run(cls, folder: Path, tokens: list[str]) -> "TextVectors":
+        """The vectors saved in a run (or export) ``folder`` whose character vocabulary is ``tokens``."""
+        return cls.load(Path(folder) / TEXT_VECTOR_FILE, tokens)
+
+    @classmethod
+    def load(cls, path: Path, tokens: list[str], specials: tuple = SPECIALS) -> "TextVectors":
         from safetensors import safe_open
 
         try:

@@ -715,12 +715,11 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     text_vectors = None
     if cfg.text_vectors is not None:
         from .pretrained import TEXT_VECTOR_FILE, TextVectors
-        from .vocab import SPECIALS
 
         if resume is not None:
-            text_vectors = TextVectors.load(run_dir / TEXT_VECTOR_FILE, vectorizer.vocab.tokens, SPECIALS)
+            text_vectors = TextVectors.from_run(run_dir, vectorizer.vocab.tokens)
         else:
-            text_vectors = TextVectors.build(cfg.text_vectors, vectorizer.vocab.tokens, SPECIALS, log)
+            text_vectors = TextVectors.build(cfg.text_vectors, vectorizer.vocab.tokens, log=log)
             log(f"text vectors: each text's mean {cfg.text_vectors} piece vector ({text_vectors.width} values) goes "
                 "to the head beside the RNN's features (--set text_vectors=none to leave it out)")
     torch.manual_seed(cfg.seed)
