@@ -185,3 +185,25 @@ def test_refinement_leaves_an_accurate_first_pass_alone_and_fixes_a_poor_one(toy
     # A tight tolerance: the halved pieces bring the gap under it, with far fewer than 512 points.
     scores, delta, used = adaptive_integrated_gradients(run.model, ids, 0, 4, 1e-4, positions=positions)
     assert abs(delta) <= 1e-4 < abs(gap) and 4 < used < 512
+
+
+def test_a_run_without_markers_explains_every_character(tmp_path):
+    # The demo's words model trains without <bos>/<eos>: every position is a character, so every one is
+    # scored and varied, and the scores still add up to P(text) - P(all zero).
+    from conftest import tiny_config, write_toy_csv
+
+    rnnkit.train(tiny_config(write_toy_csv(tmp_path / "toy.csv"), tmp_path / "run", epochs=4, add_bos_eos=False))
+    run = rnnkit.load(tmp_path / "run")
+    ids, _ = run.vectorizer.encode_texts(["abqcdez"])
+    assert ids.shape[1] == 7
+    e = run.explain("abqcdez", tolerance=1e-3)[0]
+    assert [t for t, _ in e.tokens] == list("abqcdez") and e.label == "alpha"
+    model = run.model
+    with torch.no_grad():
+        x = model.embed(ids.long())
+        lengths = torch.tensor([7])
+        full = model.probabilities(model(ids.long(), lengths, embedded=x))[0, 0]
+        empty = model.probabilities(model(ids.long(), lengths, embedded=torch.zeros_like(x)))[0, 0]
+    assert sum(s for _, s in e.tokens) == pytest.approx(float(full - empty) + e.delta, abs=1e-5)
+    assert abs(e.delta) <= 1e-3
+    assert e.probability == pytest.approx(_probability(run, "abqcdez", "alpha"), abs=1e-5)
