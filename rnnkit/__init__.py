@@ -1,7 +1,7 @@
 """rnnkit: recurrent text classifiers in PyTorch, from the command line, Python or HTTP.
 
     import rnnkit
-    run = rnnkit.train(rnnkit.Config(dataset="surnames", data_dir="data"))
+    run = rnnkit.train(dataset="surnames", data_dir="data")    # the tuned surnames defaults
     run.predict(["Nakamura", "Schmidt"], top_k=3)
     run = rnnkit.load("runs/surnames-lstm-...")
 

@@ -42,7 +42,8 @@ class Config:
 
     Example::
 
-        cfg = Config(dataset="surnames", cell="gru", epochs=10)
+        cfg = Config(dataset="surnames", cell="gru", epochs=10)   # the general defaults for the rest
+        cfg = Config.for_dataset("surnames", epochs=10)           # surnames' tuned defaults for the rest
         run = rnnkit.train(cfg)
     """
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import distributed
 from . import run as runio
-from .config import Config
+from .config import Config, resolve_config
 from .data import Splits, load_config_splits, sha256_of
 from .distributed import World
 from .errors import RnnkitError
@@ -594,11 +594,14 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
           splits: Optional[Splits] = None, log: Callable[[str], None] = _log_stderr, **overrides) -> Run:
     """Train a classifier and return the loaded :class:`Run`.
 
-    >>> run = rnnkit.train(Config(dataset="words", epochs=3))      # doctest: +SKIP
+    >>> run = rnnkit.train(dataset="words", epochs=3)               # doctest: +SKIP
     >>> run.predict(["haus"])[0].label                              # doctest: +SKIP
     'German'
     >>> run = rnnkit.train(data=[("free entry, text WIN", "spam"), ("see you at 6", "ham"), ...])  # doctest: +SKIP
     >>> run = rnnkit.train(data=df, text_column="review", epochs=5)                # doctest: +SKIP
+
+    Keywords (or a dict) start from the named dataset's tuned defaults, as ``rnnkit train --dataset``
+    does (:meth:`Config.for_dataset`); a :class:`Config` object is used as it is.
 
     ``data``: a pandas DataFrame or a list of ``(text, label)`` pairs (a list of labels per
     text for multi-label), split into train/val/test by ``seed`` like a file.
@@ -614,9 +617,7 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
         cfg = Config.from_saved(runio.read_json(run_dir / "config.json"), source=str(run_dir / "config.json"))
         cfg = cfg.update(overrides, source="overrides").validate() if overrides else cfg.validate()
     else:
-        if isinstance(config, dict):
-            config = Config.from_dict(config)
-        cfg = (config or Config()).update(overrides, source="arguments").validate()
+        cfg = settings_for(config, overrides, own_data=data is not None)
         if data is not None:
             if splits is not None:
                 raise RnnkitError("give data or splits, not both")
@@ -644,6 +645,17 @@ def train(config: Config | dict | None = None, *, data=None, resume: Optional[st
         finally:
             if where.get("baseline") is not None:  # a fit still running beside a failed run
                 where["baseline"].cancel()
+
+
+def settings_for(config: Config | dict | None, overrides: dict, own_data: bool = False) -> Config:
+    """The validated config of :func:`train`: a :class:`Config` object is taken as it is (it already holds
+    every value); a dict or keywords start from their named dataset's tuned defaults, as ``rnnkit train
+    --dataset D`` does, except for texts passed as ``data=`` (``own_data``), which are the user's own."""
+    if isinstance(config, Config):
+        return config.update(overrides, source="arguments").validate()
+    settings = {**(config or {}), **overrides}
+    base = Config() if own_data else resolve_config(None, {"dataset": settings.get("dataset", Config.dataset)})
+    return base.update(settings, source="arguments").validate()
 
 
 def _quiet(msg: str) -> None:

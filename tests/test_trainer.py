@@ -541,3 +541,20 @@ def test_logit_adjustment_trains_and_refuses_heads_it_cannot_shift(toy_csv, tmp_
     with pytest.raises(RnnkitError, match="logit_adjustment works with the softmax head"):
         rnnkit.train(tiny_config(two, tmp_path / "b", head="binary", logit_adjustment=0.5))
     assert not (tmp_path / "b").exists()
+
+
+def test_python_keywords_get_the_named_datasets_defaults_as_the_cli_does():
+    # rnnkit.train(dataset="nsmc") must train the tuned NSMC model that `rnnkit train --dataset nsmc` trains,
+    # not the general defaults; an explicit Config object is taken as it is, and own data gets no dataset's.
+    from rnnkit.config import DATASET_DEFAULTS, Config, resolve_config
+    from rnnkit.trainer import settings_for
+
+    nsmc = settings_for(None, {"dataset": "nsmc", "epochs": 2})
+    assert nsmc == resolve_config(None, {"dataset": "nsmc", "epochs": 2})
+    assert (nsmc.tokenizer, nsmc.num_layers, nsmc.epochs) == ("kiwi", 2, 2)
+    assert settings_for({"dataset": "surnames"}, {"seed": 3}).logit_adjustment == 0.2
+    assert settings_for(None, {}).add_bos_eos is DATASET_DEFAULTS["words"]["add_bos_eos"]  # words, as `rnnkit train`
+    assert settings_for(Config(dataset="nsmc"), {}).tokenizer == Config().tokenizer
+    assert settings_for(None, {"epochs": 2}, own_data=True) == Config(epochs=2)
+    with pytest.raises(RnnkitError, match="unknown setting 'epoch' in arguments"):
+        settings_for(None, {"dataset": "nsmc", "epoch": 2})
