@@ -377,8 +377,9 @@ DATASET_DEFAULTS: dict[str, dict] = {
     # On surnames the schedule lost to the plateau one (mean val 0.8081 at best vs 0.8140), so it is not general.
     # Adversarial training lowered words' val (mean 0.7956 vs 0.8088 over seeds 0-2 at 0.3): 8 epochs are too
     # few for the harder objective.
-    # Without <bos>/<eos> a word is 6.8 characters, not 8.8: an epoch costs 24% less (63.5 s against 84.0 s per run
-    # on one thread) at mean val 0.8112 vs 0.8090, test 0.8032 vs 0.8051 (seeds 0-2, seventeenth session, Zen 3 box).
+    # Without <bos>/<eos> a word is 6.8 positions, not 8.8: a run costs 24% less on one thread (63.5 s against 84.0 s)
+    # and 16% less on two (42.7-43.3 s against 50.3-51.4 s) at mean val 0.8112 vs 0.8090, test 0.8032 vs 0.8051
+    # (seeds 0-2, seventeenth session, Zen 3 box). Surnames and names keep the markers: lower on validation without.
     "words": dict(tokenizer="char", scheduler="linear", epochs=8, batch_size=128, lr=0.006, adversarial=0.0,
                   add_bos_eos=False),
     # Dropping 5% of the characters whole: surnames mean val 0.8140 vs 0.8059 (seeds 0-2); 0.1 gave
