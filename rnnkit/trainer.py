@@ -31,7 +31,7 @@ from torch import nn
 
 from . import distributed
 from . import run as runio
-from .config import Config, resolve_config
+from .config import Config
 from .data import Splits, load_config_splits, sha256_of
 from .distributed import World
 from .errors import RnnkitError
@@ -654,7 +654,7 @@ def settings_for(config: Config | dict | None, overrides: dict, own_data: bool =
     if isinstance(config, Config):
         return config.update(overrides, source="arguments").validate()
     settings = {**(config or {}), **overrides}
-    base = Config() if own_data else resolve_config(None, {"dataset": settings.get("dataset", Config.dataset)})
+    base = Config() if own_data else Config.for_dataset(settings.get("dataset", Config.dataset))
     return base.update(settings, source="arguments").validate()
 
 
