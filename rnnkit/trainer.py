@@ -403,7 +403,7 @@ def _text_vector_choice(cfg: Config, log: Callable[[str], None]) -> dict:
         return {}
     if "minilm" in installed_encoders():
         return {"text_vectors": "minilm"}
-    log(f"text vectors: off; pretrained name vectors raised accuracy on surnames and names: {INSTALL_HINT}")
+    log(f"text vectors: off; pretrained piece vectors raised accuracy on surnames, names and words: {INSTALL_HINT}")
     return {"text_vectors": None}
 
 
