@@ -734,6 +734,11 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
             text_vectors = TextVectors.build(cfg.text_vectors, vectorizer.vocab.tokens, log=log)
             log(f"text vectors: each text's mean {cfg.text_vectors} piece vector ({text_vectors.width} values) goes "
                 "to the head beside the RNN's features (--set text_vectors=none to leave it out)")
+        # Filled here rather than by the first epoch's batches, which the epoch forecast times: on words that put
+        # the forecast at 7.5 s per epoch against 5.0-5.6 s measured.
+        if sum(len(data[s]) for s in ("train", "val")) <= TextVectors.CACHE_SIZE:
+            for s in ("train", "val"):
+                text_vectors(data[s].ids, data[s].lengths)
     torch.manual_seed(cfg.seed)
     model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels),
                                            vectorizer.multilabel, text_vectors).to(device)

@@ -309,6 +309,7 @@ def test_text_vectors_auto_is_minilm_where_installed_and_off_otherwise(monkeypat
 
     assert resolve_config(flags={"dataset": "surnames"}).text_vectors == "auto"
     assert resolve_config(flags={"dataset": "names"}).text_vectors == "auto"
+    assert resolve_config(flags={"dataset": "words"}).text_vectors == "auto"
     assert resolve_config("book-surnames").text_vectors is None and "text_vectors" in NAMED_CONFIGS["book-surnames"]
     lines = []
     cfg = rnnkit.Config(tokenizer="char", text_vectors="auto")
