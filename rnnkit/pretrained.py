@@ -306,11 +306,11 @@ class TextVectors:
 
     @classmethod
     def build(cls, name: str, tokens: list[str], specials: tuple = SPECIALS,
-              log: Callable[[str], None] = lambda m: None) -> "TextVectors":
+              log: Callable[[str], None] = lambda m: None, scale: float = TEXT_VECTOR_SCALE) -> "TextVectors":
         """From encoder ``name`` (``minilm`` or a folder), for a model whose character vocabulary is ``tokens``
         (``specials``: the tokens that are no characters; rnnkit's own by default)."""
         _, table = static_vectors(name, log, setting="text_vectors")
-        return cls(wordpiece_json(name, "text_vectors"), table, tokens, specials, name)
+        return cls(wordpiece_json(name, "text_vectors"), table, tokens, specials, name, scale)
 
     def save(self, path: Path) -> None:
         from .run import save_tensors

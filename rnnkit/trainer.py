@@ -731,7 +731,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         if resume is not None:
             text_vectors = TextVectors.from_run(run_dir, vectorizer.vocab.tokens)
         else:
-            text_vectors = TextVectors.build(cfg.text_vectors, vectorizer.vocab.tokens, log=log)
+            text_vectors = TextVectors.build(cfg.text_vectors, vectorizer.vocab.tokens, log=log,
+                                             scale=cfg.text_vector_scale)
             log(f"text vectors: each text's mean {cfg.text_vectors} piece vector ({text_vectors.width} values) goes "
                 "to the head beside the RNN's features (--set text_vectors=none to leave it out)")
         # Filled here rather than by the first epoch's batches, which the epoch forecast times: on words that put

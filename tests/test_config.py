@@ -101,7 +101,8 @@ def test_named_config_reproduces_the_books_surname_model():
 
 
 def test_accuracy_options_are_checked():
-    for bad in (dict(ema=1.0), dict(ema=0.0), dict(ngram_order=0), dict(pretrain_epochs=-1), dict(pretrain_lr=0.0)):
+    for bad in (dict(ema=1.0), dict(ema=0.0), dict(ngram_order=0), dict(pretrain_epochs=-1), dict(pretrain_lr=0.0),
+                dict(text_vector_scale=0.0), dict(text_vector_scale=-1.0)):
         with pytest.raises(RnnkitError, match=next(iter(bad))):
             Config(**bad).validate()
 

@@ -251,6 +251,8 @@ def test_text_vectors_rebuild_each_text_from_its_characters_and_average_its_piec
     got = tv(ids, lengths)
     assert got.shape == (2, 16)
     torch.testing.assert_close(got[0], expected)
+    louder = pretrained.TextVectors.build(str(encoder), tokens, SPECIALS, scale=0.3)  # config text_vector_scale
+    torch.testing.assert_close(louder(ids, lengths), got * 3)
     torch.testing.assert_close(got.norm(dim=1), torch.full((2,), pretrained.TEXT_VECTOR_SCALE * 4.0))
 
 
@@ -259,8 +261,9 @@ def test_a_run_with_text_vectors_saves_them_and_predicts_exports_and_loads_witho
     lines = []
     cfg = rnnkit.Config(dataset=str(data), out=str(tmp_path / "run"), tokenizer="char", text_vectors=str(encoder),
                         dedupe=False, embedding_dim=8, hidden_size=8, head_hidden=8, epochs=2, batch_size=16, progress=False,
-                        baseline=False, adversarial=0.0)
+                        baseline=False, adversarial=0.0, text_vector_scale=0.3)
     run = rnnkit.train(cfg, log=lines.append)
+    assert run.model.text_vectors.scale == 0.3
     manifest = json.loads((tmp_path / "run" / "run.json").read_text())
     assert pretrained.TEXT_VECTOR_FILE in manifest["files"]
     assert run.model.fc1.in_features == 2 * 8 + 16  # pooled BiLSTM features + the text vector
@@ -276,6 +279,7 @@ def test_a_run_with_text_vectors_saves_them_and_predicts_exports_and_loads_witho
         f.rename(moved / f.name)
     try:
         loaded = rnnkit.load(tmp_path / "run")
+        assert loaded.model.text_vectors.scale == 0.3  # from the saved file, whatever the default
         torch.testing.assert_close(loaded.predict_proba(texts), probs)
         pytest.importorskip("onnxruntime")
         pytest.importorskip("onnx")
