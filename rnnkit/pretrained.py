@@ -199,15 +199,18 @@ def vocabulary_pieces(name: str) -> list[str]:
     return [p for p in _pieces(wordpiece_json(name)) if not (p.startswith("[") and p.endswith("]"))]
 
 
-def installed_encoders() -> dict[str, set]:
-    """Registered encoders usable here (their files and transformers + tokenizers installed): name -> pieces."""
+def encoder_installed(name: str) -> bool:
+    """Whether registered encoder ``name``'s package and transformers + tokenizers are installed (no files read)."""
     import importlib.util
 
-    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("tokenizers") is None:
-        return {}
+    return all(importlib.util.find_spec(m) is not None for m in ("transformers", "tokenizers", ENCODERS[name].package))
+
+
+def installed_encoders() -> dict[str, set]:
+    """Registered encoders usable here (their files and transformers + tokenizers installed): name -> pieces."""
     found = {}
-    for name, encoder in ENCODERS.items():
-        if importlib.util.find_spec(encoder.package) is not None:
+    for name in ENCODERS:
+        if encoder_installed(name):
             try:
                 found[name] = set(vocabulary_pieces(name))
             except RnnkitError:  # a damaged install: tokenizer=auto goes on without it
