@@ -143,9 +143,9 @@ def test_book_config_is_the_books_model_not_the_surnames_defaults():
 
 
 def test_names_trains_in_fp32_where_surnames_takes_bf16():
-    from rnnkit.config import resolve_config
     import torch
 
+    from rnnkit.config import resolve_config
     from rnnkit.predict import autocast_dtype
 
     # Names lost validation accuracy and macro-F1 under bf16 autocast; surnames did not (BENCHMARKS.md).
