@@ -25,6 +25,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .config import Config
 from .errors import RnnkitError
 from .vocab import SPECIALS
 
@@ -218,10 +219,11 @@ def installed_encoders() -> dict[str, set]:
     return found
 
 
-TEXT_VECTOR_SCALE = 0.1
-"""Each text vector's size in the head's input: ``TEXT_VECTOR_SCALE * sqrt(D)``, so 0.1 per dimension on
-average. Chosen on validation accuracy (surnames, seeds 0-2, BENCHMARKS.md): 1.0 let the head fit the
-vectors and lost 2.4 points; 0.3 lost 0.4; 0.1 held validation and gained on test."""
+TEXT_VECTOR_SCALE = Config.text_vector_scale
+"""The default of ``Config.text_vector_scale``, one value for both: each text vector's size in the head's
+input is ``TEXT_VECTOR_SCALE * sqrt(D)``, so 0.1 per dimension on average. Chosen on validation accuracy
+(surnames, seeds 0-2, BENCHMARKS.md): 1.0 let the head fit the vectors and lost 2.4 points; 0.3 lost 0.4;
+0.1 held validation and gained on test."""
 
 TEXT_VECTOR_FILE = "text_vectors.safetensors"
 
