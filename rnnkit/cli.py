@@ -512,7 +512,7 @@ def datasets(data_dir: Optional[str] = typer.Option(None, help="Folder holding d
         typer.echo(f"{row['name']:<9} {size}  {row['found']}\n{'':<9} {row['description']}")
 
 
-@app.command(help="Train on the built-in 'words' dataset (offline, under a minute on 2 CPU cores) and show predictions.\n\n"
+@app.command(help="Train on the built-in 'words' dataset (offline, 25-66 s on 2 CPU cores) and show predictions.\n\n"
                   "Example: rnnkit demo --out runs/demo")
 @_guard
 def demo(
