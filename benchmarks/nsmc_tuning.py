@@ -96,7 +96,7 @@ def main() -> None:
         print(f"variant {overrides}", flush=True)
         row = run_variant(work, overrides)
         row["machine"] = machine()
-        row["command"] = "benchmarks/nsmc_tuning.py " + " ".join(sys.argv[1:])
+        row.setdefault("command", "benchmarks/nsmc_tuning.py " + " ".join(sys.argv[1:]))
         print(json.dumps({k: row[k] for k in ("overrides", "val_accuracy", "test_accuracy", "seconds")}), flush=True)
         results["runs"].append(row)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")
