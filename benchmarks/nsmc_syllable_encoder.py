@@ -93,22 +93,14 @@ class WithSyllables(M.SequenceClassifier):
             feats.append(torch.relu(y.amax(2)))
         return torch.cat(feats, dim=1)
 
-    def forward(self, ids, lengths, embedded=None, vectors=None):
-        h = self.encode(ids, lengths, embedded)
-        if MODE != "off":
-            h = torch.cat([h, self.syllable_features(ids, lengths).to(h.dtype)], dim=1)
-        logits = self.fc2(self.head_dropout(torch.relu(self.fc1(h))))
-        if self.head == "binary":
-            logits = torch.cat([torch.zeros_like(logits), logits], dim=1)
-        return logits
-
 
 def from_config(cls, cfg, vocab_size, num_classes, multilabel=False, text_vectors=None):
     extra = {"off": 0, "lstm": 4 * H2, "cnn": len(WIDTHS) * H2}[MODE]
     model = WithSyllables(vocab_size, num_classes, kernel=cfg.kernel, multilabel=multilabel, text_vector_dim=extra,
                           **{k: getattr(cfg, k) for k in M.MODEL_KEYS})
-    model.text_vector_dim = 0  # fc1's extra inputs are the syllable branch's, not text vectors
     model.add_branch(vocab_size)
+    if extra:  # the head reads the branch's features through the text-vector hook, beside the pooled ones
+        model.text_vectors = model.syllable_features
     return model
 
 
