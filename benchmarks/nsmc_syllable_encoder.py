@@ -11,6 +11,10 @@ separator, then its syllables in one sequence, and splits that sequence inside t
   mean pooled, whose features join the main encoder's pooled ones before the head;
 * ``--encoder cnn``: plus convolutions of widths 2-4 over the syllables, max pooled (a char-CNN).
 
+``--branch-once`` makes the branch cheaper under adversarial training (the NSMC default): the moved
+pass, whose move touches the morpheme embeddings only, reuses the clean pass's syllable features
+without their graph, so the branch runs forward and backward once per batch instead of twice.
+
 rnnkit's own classes are patched here (the model's constructor and ``trainer.prepare``, which gives
 the separator's id), so nothing of this ships with rnnkit: BENCHMARKS.md (issue 13, "What was tried")
 says why it was not built in. Results are appended to ``--results``.
@@ -38,6 +42,9 @@ parser.add_argument("--encoder", choices=("off", "lstm", "cnn"), required=True)
 parser.add_argument("--syl-dim", type=int, default=None, help="syllable embedding size (lstm 96, cnn 64)")
 parser.add_argument("--syl-width", type=int, default=None, help="LSTM hidden size or filters per width (96, 128)")
 parser.add_argument("--syl-dropout", type=float, default=0.3)
+parser.add_argument("--branch-once", action="store_true",
+                    help="under adversarial training, give the moved pass the clean pass's syllable features, "
+                         "detached (the move only touches the morphemes): one branch pass per batch, not two")
 parser.add_argument("--results", default="benchmarks/results/nsmc-syllable-encoder.json")
 ARGS, REST = parser.parse_known_args()
 MODE = ARGS.encoder
@@ -79,6 +86,17 @@ class WithSyllables(M.SequenceClassifier):
         return super().encode(ids[:, :tm], mlen, None if embedded is None else embedded[:, :tm])
 
     def syllable_features(self, ids, lengths):
+        # The trainer's moved pass reuses the clean pass's ids tensor; with --branch-once it gets the clean
+        # pass's features (same dropout draw) without their graph, so the branch learns from the clean loss only.
+        cached = getattr(self, "_once", None)
+        if ARGS.branch_once and self.training and cached is not None and cached[0] is ids:
+            return cached[1]
+        out = self._syllable_features(ids, lengths)
+        if ARGS.branch_once and self.training:
+            self._once = (ids, out.detach())
+        return out
+
+    def _syllable_features(self, ids, lengths):
         _, sep_pos, slen = self.split(ids, lengths)
         steps = torch.arange(int(slen.max()), device=ids.device)
         idx = (sep_pos.unsqueeze(1) + 1 + steps).clamp(max=ids.shape[1] - 1)
@@ -113,7 +131,8 @@ if __name__ == "__main__":
     def run_variant(work, overrides):
         row = _run_variant(work, overrides)
         row["syllable_encoder"] = ({"encoder": MODE} if MODE == "off" else
-                                   {"encoder": MODE, "dim": E2, "width": H2, "dropout": ARGS.syl_dropout})
+                                   {"encoder": MODE, "dim": E2, "width": H2, "dropout": ARGS.syl_dropout,
+                                    **({"branch_once": True} if ARGS.branch_once else {})})
         row["command"] = "benchmarks/nsmc_syllable_encoder.py " + " ".join(COMMAND)
         return row
 
