@@ -36,7 +36,9 @@ def test_default_size_labels_and_speed(default):
     }
     assert all(n == 3000 for n in counts.values())
     assert set(splits) == set(SPLITS)
-    assert elapsed < 3.0, f"default build took {elapsed:.2f}s"
+    # Alone it takes about a second; the bound is loose so a busy box (the suite runs on all cores) does not fail
+    # it, and still catches an accidental slow path such as a per-word regex compile.
+    assert elapsed < 15.0, f"default build took {elapsed:.2f}s"
 
 
 def test_words_are_clean(default):
