@@ -52,6 +52,13 @@ def gemm_peak(dtype, device, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n ** 3 / best / 1e9
 
 
+def run_scores(run) -> dict:
+    """A finished run's validation and test accuracy and macro-F1, and the epochs it ran (the sweeps' columns)."""
+    m = run.metrics
+    return {"val": m["val"]["accuracy"], "val_f1": m["val"]["macro_f1"], "test": m["test"]["accuracy"],
+            "test_f1": m["test"]["macro_f1"], "epochs": m["epochs_run"]}
+
+
 def save(name: str, result: dict, out_dir: str = "benchmarks/results") -> Path:
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ def one(job):
     import torch
 
     import rnnkit
+    from common import run_scores
 
     overrides, seed, dataset, data_dir, threads = job
     torch.set_num_threads(threads)
@@ -31,10 +32,8 @@ def one(job):
     cfg = cfg.update(overrides)
     started = time.perf_counter()
     run = rnnkit.train(cfg, log=lambda m: None)
-    result = {"overrides": overrides, "seed": seed, "val": run.metrics["val"]["accuracy"],
-              "val_f1": run.metrics["val"]["macro_f1"], "test": run.metrics["test"]["accuracy"],
-              "test_f1": run.metrics["test"]["macro_f1"],
-              "epochs": run.metrics["epochs_run"], "seconds": round(time.perf_counter() - started, 1)}
+    result = {"overrides": overrides, "seed": seed, **run_scores(run),
+              "seconds": round(time.perf_counter() - started, 1)}
     baseline = run.metrics.get("baseline")
     if baseline:  # the same split's linear model, for a user file whose split the seed draws
         result["baseline"] = {"val": baseline["val"]["accuracy"], "val_f1": baseline["val"]["macro_f1"],
