@@ -112,7 +112,7 @@ class WithSyllables(M.SequenceClassifier):
         return torch.cat(feats, dim=1)
 
 
-def from_config(cls, cfg, vocab_size, num_classes, multilabel=False, text_vectors=None):
+def from_config(cls, cfg, vocab_size, num_classes, multilabel=False, text_vectors=None, char_separator=-1):
     extra = {"off": 0, "lstm": 4 * H2, "cnn": len(WIDTHS) * H2}[MODE]
     model = WithSyllables(vocab_size, num_classes, kernel=cfg.kernel, multilabel=multilabel, text_vector_dim=extra,
                           **{k: getattr(cfg, k) for k in M.MODEL_KEYS})

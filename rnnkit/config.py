@@ -122,6 +122,12 @@ class Config:
     ngram_buckets: int = 100_000
     """Rows of the hashed n-gram table (used when ngram_order > 1)."""
     hidden_size: int = 192
+    char_branch: int = 0
+    """A second encoder beside the first, over each text's characters (Hangul syllables for Korean): the
+    tokenizer appends them after a ``<chars>`` token, and a one-layer bidirectional LSTM of this width per
+    direction, over its own embedding table of this width, reads them; its max and mean pooled outputs join
+    the word encoder's before the head. 0 = off. For word-level tokenizers (the NSMC default: 96, with kiwi
+    morphemes; BENCHMARKS.md, issue 13). Dropout on its embeddings is ``embedding_dropout``."""
     proj_size: int = 0
     """Only for cell=lstm: project each step's hidden state down to this size (an LSTM with projections,
     torch's proj_size); the cell state keeps hidden_size. 0 = off; must be below hidden_size."""
@@ -259,6 +265,13 @@ class Config:
         _int_range("embedding_dim", self.embedding_dim, 1, 1 << 16)
         _int_range("hidden_size", self.hidden_size, 1, 1 << 16)
         _int_range("proj_size", self.proj_size, 0, 1 << 16)
+        _int_range("char_branch", self.char_branch, 0, 1 << 16)
+        if self.char_branch and self.pretrain_epochs:
+            raise RnnkitError("char_branch does not combine with pretrain_epochs (the language model would read the "
+                              "characters as words); set one of them to 0")
+        if self.char_branch and self.tokenizer in ("char", "syllable"):
+            raise RnnkitError(f"char_branch reads each text's characters beside its words, but tokenizer "
+                              f"{self.tokenizer!r} gives characters already; use a word tokenizer or char_branch=0")
         if self.proj_size and self.cell != "lstm":
             raise RnnkitError(f"proj_size works with cell=lstm only; got cell={self.cell}: use cell lstm or proj_size 0")
         if self.proj_size >= self.hidden_size:

@@ -71,20 +71,29 @@ def example_inputs(model: SequenceClassifier, ids: torch.Tensor, lengths: torch.
     return inputs
 
 
-def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int = 0):
-    """Random ids/lengths of mixed lengths (one row at full length), padding zeroed."""
+def example_batch(vocab_size: int, batch: int = 5, max_len: int = 12, seed: int = 0, separator: int = -1):
+    """Random ids/lengths of mixed lengths (one row at full length), padding zeroed; ``separator`` >= 0 (a
+    character branch's ``<chars>``) goes at a random place in each row, so both parts vary in length."""
     g = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, max_len + 1, (batch,), generator=g)
     lengths[0] = max_len
     ids = torch.randint(4, max(vocab_size, 5), (batch, max_len), generator=g)
+    if separator >= 0:
+        ids[ids == separator] = 4 if separator != 4 else 5
+        place = (torch.rand(batch, generator=g) * lengths).long()
+        ids[torch.arange(batch), place] = separator
     ids[torch.arange(max_len).unsqueeze(0) >= lengths.unsqueeze(1)] = 0
     return ids, lengths
+
+
+def _separator(model: SequenceClassifier) -> int:
+    return int(model.char_separator) if model.char_branch else -1
 
 
 def export_model(model: SequenceClassifier, path: Path, fmt: str = "onnx") -> Path:
     """Write ``model`` in ``fmt`` to ``path``; returns the path."""
     padded = PaddedClassifier(model.cpu().eval()).eval()
-    inputs = example_inputs(model, *example_batch(model.embedding.num_embeddings))
+    inputs = example_inputs(model, *example_batch(model.embedding.num_embeddings, separator=_separator(model)))
     names, args = list(inputs), tuple(inputs.values())
     if fmt == "onnx":
         if model.rnn.proj_size:
@@ -144,7 +153,8 @@ def max_difference(model: SequenceClassifier, path: Path, fmt: str, trials: int 
     worst = 0.0
     for trial in range(trials):
         ids, lengths = example_batch(model.embedding.num_embeddings, batch=3 + 4 * trial,
-                                     max_len=[7, 31, 2, 60, 15][trial % 5], seed=trial + 1)
+                                     max_len=[7, 31, 2, 60, 15][trial % 5], seed=trial + 1,
+                                     separator=_separator(model))
         expected = predict_proba(model, ids, lengths, batch_size=len(ids))
         inputs = example_inputs(model, ids, lengths)
         if session is not None:
@@ -176,7 +186,8 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
                               "please report this with the run's config.json")
         shutil.copyfile(Path(run_dir) / "vectorizer.json", out / "vectorizer.json")
         inputs = {"ids": "int64 (batch, seq), 0 = padding, ids from vectorizer.json's vocabulary "
-                         "(with <bos>/<eos> around each text when add_bos_eos is true)",
+                         "(with <bos>/<eos> around each text when add_bos_eos is true; the tokenizer's own "
+                         "tokens, <chars>, then the text's characters when its settings say append_chars)",
                   "lengths": "int64 (batch,), number of valid ids in each row (>= 1)"}
         if run.model.text_vector_dim:
             from .pretrained import TEXT_VECTOR_FILE
@@ -204,7 +215,7 @@ def export_run(run_dir, out, fmt: str = "onnx", tolerance: float = 1e-4) -> dict
             "sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
             "source_run": str(Path(run_dir).resolve()),
             "config": {k: getattr(run.config, k) for k in ("cell", "bidirectional", "num_layers", "proj_size",
-                                                            "pooling")},
+                                                            "pooling", "char_branch")},
         }
         atomic_write_json(out / "export.json", info)
     except BaseException:  # Ctrl-C included: leave no half-written export behind

@@ -29,7 +29,7 @@ from .padded import column_gather, last_state, pool, run_padded, valid_mask  # n
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
     "rnn_dropout", "embedding_dropout", "token_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
-    "head",
+    "head", "char_branch",
 )
 
 
@@ -152,6 +152,13 @@ class SequenceClassifier(nn.Module):
       * ``max`` / ``mean``: over valid positions of the top layer's outputs;
       * ``maxmean``: both, concatenated (``(B, 2*D*H)``);
       * ``attention``: a learned score per position, softmax over valid ones.
+
+    ``char_branch`` > 0: each sequence is the text's tokens, ``<chars>`` (id ``char_separator``), then its
+    characters (:class:`rnnkit.tokenizers.WithChars`). The encoder above reads the part before the last
+    ``<chars>``; a one-layer BiLSTM of ``char_branch`` per direction, over its own embedding table of that
+    width, reads the part after it, and its max and mean pooled outputs ``(B, 4*char_branch)`` join the
+    pooled features. :meth:`embed` then gives both tables' vectors side by side at every position
+    ``(B, T, E + char_branch)``, so explanations and adversarial moves see one input.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, cell: str = "lstm", backend: str = "torch",
@@ -160,7 +167,7 @@ class SequenceClassifier(nn.Module):
                  embedding_dropout: float = 0.1, token_dropout: float = 0.0, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
                  ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False,
-                 text_vector_dim: int = 0):
+                 text_vector_dim: int = 0, char_branch: int = 0, char_separator: int = -1):
         super().__init__()
         if head == "binary" and (num_classes != 2 or multilabel):
             raise RnnkitError(f"head=binary needs exactly two classes (single-label); this data has {num_classes}"
@@ -186,12 +193,20 @@ class SequenceClassifier(nn.Module):
         """With ``text_vector_dim`` > 0: a callable ``(ids, lengths) -> (B, text_vector_dim)`` whose vectors the
         head reads beside the pooled features (:class:`rnnkit.pretrained.TextVectors`; set by whoever builds or
         loads the model, since it is not a weight)."""
-        self.fc1 = nn.Linear(out_size * (2 if pooling == "maxmean" else 1) + text_vector_dim, head_hidden)
+        self.char_branch = char_branch
+        features = out_size * (2 if pooling == "maxmean" else 1) + 4 * char_branch + text_vector_dim
+        self.fc1 = nn.Linear(features, head_hidden)
         self.head_dropout = Dropout(head_dropout)
         self.fc2 = nn.Linear(head_hidden, 1 if head == "binary" else num_classes)
         # Fitted on val after training (rnnkit.calibration); saved with the weights so predict, serve
         # and export all give the calibrated probabilities. 1 while training.
         self.register_buffer("temperature", torch.ones(()))
+        if char_branch:
+            # Made last, so the modules above start from the same random draws with or without the branch.
+            self.char_embedding = nn.Embedding(vocab_size, char_branch, padding_idx=padding_idx)
+            self.char_rnn = make_rnn("lstm", "torch", char_branch, char_branch, bidirectional=True)
+            # The vocabulary's id of <chars>: saved with the weights, so a loaded model splits as it trained.
+            self.register_buffer("char_separator", torch.tensor(char_separator))
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
@@ -206,7 +221,8 @@ class SequenceClassifier(nn.Module):
         return self._outputs(ids, lengths)[0]
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """What the RNN reads for ``ids (B, T)``, before dropout: token (+ n-gram) embeddings ``(B, T, E)``.
+        """What the RNN reads for ``ids (B, T)``, before dropout: token (+ n-gram) embeddings ``(B, T, E)``
+        (``(B, T, E + char_branch)`` with a character branch: each position's vector in both tables).
 
         Explanations (:mod:`rnnkit.explain`) attribute to these vectors and pass them back through
         ``forward(..., embedded=)``.
@@ -214,6 +230,8 @@ class SequenceClassifier(nn.Module):
         x = self.embedding(ids)
         if self.ngrams is not None:
             x = x + self.ngrams(ids)
+        if self.char_branch:
+            x = torch.cat([x, self.char_embedding(ids)], dim=-1)
         return x
 
     def _outputs(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None):
@@ -223,7 +241,23 @@ class SequenceClassifier(nn.Module):
         return run_padded(self.rnn, x, lengths, self.kernel), None
 
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None) -> torch.Tensor:
-        """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``."""
+        """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``
+        (``(B, D*H + 4*char_branch)`` with a character branch)."""
+        if not self.char_branch:
+            return self._encode_words(ids, lengths, embedded)
+        x = self.embed(ids) if embedded is None else embedded
+        width = self.embedding.embedding_dim
+        word_len, start, char_len = self.split(ids, lengths)
+        word_ids, word_x = ids, x[..., :width]
+        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+            # Only as many steps as the longest word part: the characters would double the word encoder's work.
+            # An export keeps every step instead (a traced slice would fix its size), at equal results.
+            steps = int(word_len.max())
+            word_ids, word_x = ids[:, :steps], word_x[:, :steps]
+        words = self._encode_words(word_ids, word_len, word_x)
+        return torch.cat([words, self._encode_chars(x[..., width:], start, char_len)], dim=1)
+
+    def _encode_words(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None) -> torch.Tensor:
         out, last = self._outputs(ids, lengths, embedded)
         if self.pooling == "last":
             return last if last is not None else last_state(out, lengths, self.rnn.bidirectional)
@@ -233,6 +267,33 @@ class SequenceClassifier(nn.Module):
         scores = self.attention(out).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         return torch.bmm(weights.unsqueeze(1), out).squeeze(1)
+
+    def split(self, ids: torch.Tensor, lengths: torch.Tensor):
+        """Where a character branch's input starts: the word part's lengths ``(B,)`` (at least 1), the
+        characters' first position ``(B,)`` and their count ``(B,)`` (0 for a row without ``<chars>``)."""
+        lengths = lengths.to(ids.device)
+        steps = torch.arange(ids.shape[1], device=ids.device)
+        # The last <chars>: the character part holds none, so a word token that reads the same cannot move it.
+        last = torch.where(ids == self.char_separator, steps, -1).amax(1)
+        found = last >= 0
+        start = torch.where(found, last + 1, lengths)
+        char_len = torch.where(found, lengths - start, torch.zeros_like(lengths))
+        return torch.where(found, last, lengths).clamp_min(1), start, char_len
+
+    def _encode_chars(self, x: torch.Tensor, start: torch.Tensor, char_len: torch.Tensor) -> torch.Tensor:
+        """The branch's max and mean pooled BiLSTM outputs ``(B, 4*char_branch)`` over the character vectors
+        ``x[b, start[b]:start[b] + char_len[b]]`` of ``x (B, T, char_branch)``; a row with no characters
+        reads one zero vector."""
+        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            steps = torch.arange(x.shape[1], device=x.device)
+        else:
+            steps = torch.arange(max(int(char_len.max()), 1), device=x.device)
+        index = (start.unsqueeze(1) + steps).clamp(max=x.shape[1] - 1)
+        inside = (steps < char_len.unsqueeze(1)).unsqueeze(-1)
+        chars = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[2])) * inside
+        n = char_len.clamp_min(1)
+        kernel = "native" if self.kernel == "packed" else self.kernel  # equal results; the branch is always padded
+        return pool(run_padded(self.char_rnn, self.embedding_dropout(chars), n, kernel), n, "maxmean")
 
     def _run_packed(self, x: torch.Tensor, lengths: torch.Tensor):
         """The textbook path: outputs ``(B, T, D*H)`` (zeros at padding) and ``h_n`` of the top layer."""
@@ -272,10 +333,11 @@ class SequenceClassifier(nn.Module):
 
     @classmethod
     def from_config(cls, cfg, vocab_size: int, num_classes: int, multilabel: bool = False,
-                    text_vectors=None) -> "SequenceClassifier":
+                    text_vectors=None, char_separator: int = -1) -> "SequenceClassifier":
         """The model ``cfg`` describes; ``text_vectors`` (:class:`rnnkit.pretrained.TextVectors`) when
-        ``cfg.text_vectors`` is set."""
-        model = cls(vocab_size, num_classes, kernel=cfg.kernel, multilabel=multilabel,
+        ``cfg.text_vectors`` is set; ``char_separator``: the vocabulary's id of ``<chars>`` when ``cfg.char_branch``
+        is set (a loaded model takes it from its weights)."""
+        model = cls(vocab_size, num_classes, kernel=cfg.kernel, multilabel=multilabel, char_separator=char_separator,
                     text_vector_dim=text_vectors.width if text_vectors is not None else 0,
                     **{k: getattr(cfg, k) for k in MODEL_KEYS})
         model.text_vectors = text_vectors

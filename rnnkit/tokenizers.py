@@ -24,6 +24,10 @@ Tokenizers (registry key: class):
 * ``sentencepiece``: :class:`SentencePieceTokenizer`, a unigram model trained
   on the training texts and stored inside its settings.
 
+Any of them takes ``append_chars=True``: its tokens, then :data:`CHARS`, then the
+text's characters (:class:`WithChars`), the input of a model with a character
+branch beside its word encoder (``char_branch``).
+
 The optional back ends (kiwipiepy, konlpy, sentencepiece) are imported only
 when a tokenizer that needs them is first used, so ``import rnnkit.tokenizers``
 stays light.
@@ -491,6 +495,42 @@ def _sentencepiece_training_error(message: str, vocab_size: int) -> RnnkitError:
     return RnnkitError(f"sentencepiece training failed ({detail}); lower vocab_size or give more training text")
 
 
+CHARS = "<chars>"
+"""The token between a text's own tokens and its characters when ``append_chars`` is on."""
+
+
+class WithChars(Tokenizer):
+    """Another tokenizer's tokens, then :data:`CHARS`, then the text's characters as the
+    ``syllable`` tokenizer gives them (spaces dropped, "▁" before each word after the first):
+    ``"좋은 영화"`` with kiwi -> ``["좋/VA", "은/ETM", "영화/NNG", "<chars>", "좋", "은", "▁", "영", "화"]``.
+
+    A model with ``char_branch`` splits each sequence at its last :data:`CHARS` (the characters
+    hold none, so a word that reads the same cannot move the split) and reads the two parts
+    with two encoders. Both parts share one vocabulary; each encoder has its own table.
+    """
+
+    def __init__(self, inner: Tokenizer):
+        # No super().__init__: the text options are the inner tokenizer's, checked there.
+        self.inner = inner
+        self.name = inner.name
+        self.libraries = inner.libraries
+        self.runtime_settings = inner.runtime_settings
+        self.lowercase, self.normalize, self.squeeze_repeats = inner.lowercase, inner.normalize, inner.squeeze_repeats
+        self.chars = SyllableTokenizer(lowercase=inner.lowercase, normalize=inner.normalize,
+                                       squeeze_repeats=inner.squeeze_repeats)
+
+    @property
+    def settings(self) -> dict:
+        return {**self.inner.settings, "append_chars": True}
+
+    def __call__(self, text: str) -> list[str]:
+        return [*self.inner(text), CHARS, *self.chars(text)]
+
+    def batch(self, texts: Iterable[str]) -> list[list[str]]:
+        texts = list(texts)
+        return [[*tokens, CHARS, *self.chars(text)] for tokens, text in zip(self.inner.batch(texts), texts)]
+
+
 TOKENIZERS: dict[str, type[Tokenizer]] = {
     cls.name: cls
     for cls in (CharTokenizer, WhitespaceTokenizer, SyllableTokenizer, KiwiTokenizer, OktTokenizer,
@@ -520,11 +560,20 @@ def _check_options(cls: type[Tokenizer], options: dict) -> None:
                           f"its options are {', '.join(sorted(known))}")
 
 
+def _append_chars(options: dict) -> bool:
+    flag = options.pop("append_chars", False)
+    if not isinstance(flag, bool):
+        raise RnnkitError(f"tokenizer option append_chars must be true or false; got {flag!r}")
+    return flag
+
+
 def make_tokenizer(settings: dict | str) -> Tokenizer:
     """Build a tokenizer from its name or its saved ``settings`` dict."""
     cls, options = _split_settings(settings)
+    chars = _append_chars(options)
     _check_options(cls, options)
-    return cls(**options)
+    tokenizer = cls(**options)
+    return WithChars(tokenizer) if chars else tokenizer
 
 
 def build_tokenizer(settings: dict | str, train_texts: Optional[Sequence[str]] = None) -> Tokenizer:
@@ -538,8 +587,10 @@ def build_tokenizer(settings: dict | str, train_texts: Optional[Sequence[str]] =
         return make_tokenizer(settings)
     if train_texts is None:
         raise RnnkitError(f"tokenizer {cls.name!r} must be trained first: give the training texts")
+    chars = _append_chars(options)
     _check_options(cls, options)
-    return cls.train(train_texts, **options)
+    tokenizer = cls.train(train_texts, **options)
+    return WithChars(tokenizer) if chars else tokenizer
 
 
 _WORD = re.compile(r"[^\W\d_]+")

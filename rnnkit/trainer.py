@@ -40,7 +40,7 @@ from .optim import RowAdam
 from .padded import cpu_has_native_bf16
 from .predict import Run, autocast, autocast_dtype, calibrated, precision_name, predict_logits
 from .tokencache import tokenize_corpus
-from .tokenizers import VocabularyTooLarge, build_tokenizer
+from .tokenizers import CHARS, VocabularyTooLarge, build_tokenizer
 from .vectorizer import BatchSampler, EncodedSplit, Vectorizer
 
 
@@ -250,7 +250,19 @@ def tokenizer_settings(cfg: Config) -> dict:
         settings["vocab_size"] = cfg.sp_vocab_size
     if cfg.tokenizer == "wordpiece":
         settings["encoder"] = cfg.embeddings
+    if cfg.char_branch:
+        settings["append_chars"] = True
     return settings
+
+
+def char_separator(cfg: Config, vectorizer: Vectorizer) -> int:
+    """The vocabulary's id of ``<chars>`` for a model with ``char_branch`` (-1 without)."""
+    if not cfg.char_branch:
+        return -1
+    if CHARS not in vectorizer.vocab:
+        raise RnnkitError(f"char_branch needs {CHARS} in the vocabulary, but max_vocab={cfg.max_vocab} left it out; "
+                          "raise max_vocab")
+    return vectorizer.vocab.index(CHARS)
 
 
 def prepare(cfg: Config, splits: Optional[Splits] = None, vectorizer: Optional[Vectorizer] = None,
@@ -376,6 +388,7 @@ def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
         raise RnnkitError(f"embeddings={cfg.embeddings!r} reads the encoder's own pieces, so it needs tokenizer "
                           f"wordpiece; the {cfg.dataset} dataset uses {named}: add tokenizer='wordpiece'")
     if named:
+        _char_branch_needs_words(cfg, named, f"the {cfg.dataset} dataset's")
         return {"tokenizer": named}
     from .pretrained import INSTALL_HINT, installed_encoders
 
@@ -386,8 +399,15 @@ def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
         picked, why = choose_tokenizer(texts, cfg.sp_vocab_size, encoders)
         if picked["tokenizer"] == "sentencepiece" and not encoders:
             why += f"; for English, pretrained embeddings help on small data: {INSTALL_HINT}"
+    _char_branch_needs_words(cfg, picked["tokenizer"], "tokenizer=auto's choice for this data,")
     log(f"auto: tokenizer = {why}; --tokenizer to choose another")
     return {**picked, "extra": {**cfg.extra, "auto": {"tokenizer": why}}}
+
+
+def _char_branch_needs_words(cfg: Config, tokenizer: str, whose: str) -> None:
+    if cfg.char_branch and tokenizer in ("char", "syllable"):
+        raise RnnkitError(f"char_branch reads each text's characters beside its words, but {whose} tokenizer "
+                          f"{tokenizer!r} gives characters already; set a word tokenizer (--tokenizer) or char_branch=0")
 
 
 def _text_vector_choice(cfg: Config, log: Callable[[str], None]) -> dict:
@@ -491,21 +511,26 @@ def rdrop_loss(logits: torch.Tensor, again: torch.Tensor, y: torch.Tensor, loss_
     return (loss_fn(logits, y) + loss_fn(again, y)) / 2 + weight * kl / 2
 
 
-def adversarial_step(embedded: torch.Tensor, lengths: torch.Tensor, size: float) -> torch.Tensor:
+def adversarial_step(embedded: torch.Tensor, lengths: torch.Tensor, size: float,
+                     features: Optional[int] = None) -> torch.Tensor:
     """The move ``(B, T, E)`` of adversarial training (Miyato et al., 2017) for ``embedded``, whose
     ``.grad`` holds the loss's gradient: along that gradient, with an L2 norm of ``size`` times the
     text's root-mean-square token embedding norm. Miyato's move has one norm for every text, whatever its
     length; measuring it in tokens keeps that and lets one ``size`` suit embeddings of any scale.
     Steps past a text's length get no gradient, so they do not move. A gradient that overflowed
-    (fp16) gives no move; the loss scaler then skips the step anyway."""
-    grad = embedded.grad.detach().float()
+    (fp16) gives no move; the loss scaler then skips the step anyway. ``features``: only the first this many
+    values of each vector move and count (a model's word table, where its character branch's sits after it:
+    the recipe measured; BENCHMARKS.md, issue 13)."""
+    grad, vectors = embedded.grad.detach().float(), embedded.detach().float()
+    if features is not None:
+        grad, vectors = grad[..., :features], vectors[..., :features]
     with torch.no_grad():
         lengths = lengths.to(grad.device)
         valid = valid_mask(lengths, grad.shape[1], grad.device).unsqueeze(-1)
-        token = (embedded.detach().float() * valid).flatten(1).norm(dim=1) / lengths.clamp_min(1).sqrt()
+        token = (vectors * valid).flatten(1).norm(dim=1) / lengths.clamp_min(1).sqrt()
         scale = size * token / grad.flatten(1).norm(dim=1).clamp_min(1e-12)
-        step = grad * scale.view(-1, *([1] * (grad.dim() - 1)))
-        return torch.nan_to_num(step, nan=0.0, posinf=0.0, neginf=0.0)
+        step = torch.nan_to_num(grad * scale.view(-1, *([1] * (grad.dim() - 1))), nan=0.0, posinf=0.0, neginf=0.0)
+        return nn.functional.pad(step, (0, embedded.shape[-1] - step.shape[-1]))
 
 
 FORECAST_BATCHES = 20
@@ -538,6 +563,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     mixed = autocast(device, amp)
     params = list(model.parameters())
     inner = getattr(model, "module", model)  # DDP wraps the classifier; embed() is the classifier's
+    features = inner.embedding.embedding_dim if getattr(inner, "char_branch", 0) else None
     timed_from, done = None, 0
     timed = max(FORECAST_BATCHES, len(batches) // 20) if hasattr(batches, "__len__") else FORECAST_BATCHES
     for index in batches:
@@ -573,7 +599,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             (scaler.scale(loss * share) if scaler is not None else loss * share).backward()
         if embedded is not None:
             with mixed:
-                moved = model(ids, lengths, embedded=inner.embed(ids) + adversarial_step(embedded, lengths, adversarial))
+                move = adversarial_step(embedded, lengths, adversarial, features)
+                moved = model(ids, lengths, embedded=inner.embed(ids) + move)
                 moved_loss = loss_fn(moved.float(), y)
             (scaler.scale(moved_loss * share) if scaler is not None else moved_loss * share).backward()
         if scaler is not None:
@@ -759,7 +786,7 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
                 text_vectors(data[s].ids, data[s].lengths)
     torch.manual_seed(cfg.seed)
     model = SequenceClassifier.from_config(cfg, len(vectorizer.vocab), len(vectorizer.labels),
-                                           vectorizer.multilabel, text_vectors).to(device)
+                                           vectorizer.multilabel, text_vectors, char_separator(cfg, vectorizer)).to(device)
     if cfg.embeddings is not None and resume is None:
         from .pretrained import init_embedding
 

@@ -20,6 +20,7 @@ def test_defaults_are_valid():
     ("cell", "transformer", "cell must be one of rnn, lstm, gru"),
     ("pooling", "sum", "pooling"),
     ("device", "tpu", "device"),
+    ("char_branch", -1, "char_branch"),
 ])
 def test_absurd_values_are_rejected_with_the_setting_named(key, value, match):
     with pytest.raises(RnnkitError, match=match):
@@ -153,3 +154,19 @@ def test_names_trains_in_fp32_where_surnames_takes_bf16():
     assert names.precision == "fp32" and autocast_dtype(names, torch.device("cpu")) is None
     assert resolve_config(flags={"dataset": "surnames"}).precision == "auto"
     assert resolve_config(flags={"dataset": "names", "precision": "bf16"}).precision == "bf16"  # a flag still wins
+
+
+def test_char_branch_refuses_what_it_cannot_combine_with():
+    with pytest.raises(RnnkitError, match="char_branch does not combine with pretrain_epochs"):
+        Config(char_branch=16, pretrain_epochs=2, tokenizer="kiwi").validate()
+    with pytest.raises(RnnkitError, match="gives characters already"):
+        Config(char_branch=16, tokenizer="char").validate()
+
+
+def test_char_branch_on_a_character_dataset_is_a_clear_error(tmp_path):
+    import rnnkit
+    from conftest import tiny_config, write_toy_csv
+
+    with pytest.raises(RnnkitError, match="gives characters already"):
+        rnnkit.train(tiny_config(write_toy_csv(tmp_path / "toy.csv"), tmp_path / "run", char_branch=8))
+    assert not (tmp_path / "run").exists()

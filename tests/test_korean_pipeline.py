@@ -64,3 +64,28 @@ def test_cli_prints_positive_with_probability(nsmc_root, tmp_path):
     text, top = res.stdout.strip().split("\t")
     label, prob = top.split()
     assert label == "positive" and 0.5 < float(prob) <= 1.0
+
+
+def test_char_branch_trains_predicts_explains_and_exports(nsmc_root, tmp_path):
+    from rnnkit.export import export_run, load_onnx
+    from rnnkit.tokenizers import CHARS
+
+    cfg = tiny_config("nsmc", tmp_path / "run", data_dir=str(nsmc_root), tokenizer="whitespace", char_branch=8,
+                      pooling="maxmean", adversarial=0.1, epochs=4, max_len=60, baseline=False)
+    run = rnnkit.train(cfg)
+    assert run.metrics["test"]["accuracy"] > 0.9
+    assert json.loads((run.path / "vectorizer.json").read_text())["tokenizer"]["append_chars"] is True
+    loaded = rnnkit.load(run.path, precision="fp32")
+    assert int(loaded.model.char_separator) == loaded.vectorizer.vocab.index(CHARS)
+    assert [p.label for p in loaded.predict(["정말 재밌어요 최고", "최악 지루하다"])] == ["positive", "negative"]
+    # One score per token, the characters included; together they are the probability the text adds.
+    e = loaded.explain("정말 재밌어요", tolerance=1e-3)[0]
+    assert [t for t, _ in e.tokens] == ["정말", "재밌어요", CHARS, "정", "말", "▁", "재", "밌", "어", "요"]
+    assert e.tokens[2][1] == 0 and any(abs(s) > 1e-4 for _, s in e.tokens[3:])
+    assert abs(e.delta) <= 1e-3
+    info = export_run(run.path, tmp_path / "onnx", "onnx")
+    assert info["config"]["char_branch"] == 8 and info["max_abs_difference_vs_pytorch"] < 1e-4
+    texts = ["정말 재밌어요", "시간 낭비 최악의 영화", "또"]
+    np = pytest.importorskip("numpy")
+    np.testing.assert_allclose(load_onnx(tmp_path / "onnx").predict_proba(texts), loaded.predict_proba(texts).numpy(),
+                               atol=1e-5)

@@ -179,3 +179,76 @@ def test_logit_adjusted_loss_leaves_the_class_prior_out_of_the_logits():
 
         opt.step(closure)
         assert torch.allclose(f.softmax(0), expected, atol=1e-3)
+
+
+# --- the character branch (char_branch) ----------------------------------------------------------
+
+SEP = 3  # <chars>'s id in these tests
+
+
+def branch_batch():
+    """Rows of words, <chars>, characters; one row without <chars>; one whose word part reads like <chars>."""
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.tensor([9, 4, 6, 2, 8])
+    ids = torch.randint(4, 20, (5, 9), generator=g)
+    ids[0, 5], ids[1, 1], ids[3, 1], ids[4, 2], ids[4, 4] = SEP, SEP, SEP, SEP, SEP  # row 2: none; row 3: no chars
+    ids[torch.arange(9)[None, :] >= lengths[:, None]] = 0
+    return ids, lengths
+
+
+@pytest.mark.parametrize("pooling,num_layers", [("maxmean", 2), ("last", 1), ("attention", 1)])
+def test_char_branch_reads_each_row_as_if_alone_whatever_the_padding(pooling, num_layers):
+    model = build(pooling=pooling, num_layers=num_layers, char_branch=6, char_separator=SEP)
+    ids, lengths = branch_batch()
+    with torch.no_grad():
+        a = model(ids, lengths)
+        padded = model(torch.cat([ids, torch.zeros(5, 4, dtype=ids.dtype)], 1), lengths)
+        alone = torch.cat([model(ids[i:i + 1, :n], lengths[i:i + 1]) for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(a, padded, atol=1e-6, rtol=0)
+    torch.testing.assert_close(a, alone, atol=1e-6, rtol=0)
+    assert model.fc1.in_features == (4 if pooling == "maxmean" else 2) * 12 + 4 * 6
+
+
+def test_char_branch_splits_at_the_last_separator_and_each_part_reads_its_own_table():
+    model = build(pooling="maxmean", char_branch=6, char_separator=SEP)
+    ids, lengths = branch_batch()
+    word_len, start, char_len = model.split(ids, lengths)
+    # row 2 has no <chars>: all words, no characters; row 3 ends at its <chars>; row 4 splits at its second one
+    assert word_len.tolist() == [5, 1, 6, 1, 4] and start.tolist() == [6, 2, 6, 2, 5]
+    assert char_len.tolist() == [3, 2, 0, 0, 3]
+    model.train()
+    x = model.embed(ids).detach().requires_grad_(True)
+    assert x.shape == (5, 9, 8 + 6)
+    model(ids, lengths, embedded=x).sum().backward()
+    g = x.grad
+    for row, (w, s, c) in enumerate(zip(word_len.tolist(), start.tolist(), char_len.tolist())):
+        assert g[row, w:, :8].abs().sum() == 0 and g[row, :s, 8:].abs().sum() == 0  # each table only on its part
+        assert g[row, :w, :8].abs().sum() > 0
+        assert (g[row, s:s + c, 8:].abs().sum() > 0) == (c > 0)
+
+
+def test_char_branch_traces_to_a_graph_equal_at_other_lengths():
+    from rnnkit.export import PaddedClassifier
+
+    model = build(pooling="maxmean", num_layers=2, char_branch=6, char_separator=SEP)
+    ids, lengths = branch_batch()
+    with torch.no_grad():
+        traced = torch.jit.trace(PaddedClassifier(model).eval(), (ids, lengths), check_trace=False)
+        for rows in (slice(0, 5), slice(1, 3)):
+            sub_ids, sub_len = ids[rows, : int(lengths[rows].max())], lengths[rows]
+            expected = model.probabilities(model(sub_ids, sub_len))
+            torch.testing.assert_close(traced(sub_ids, sub_len), expected, atol=1e-6, rtol=0)
+
+
+def test_adversarial_move_can_be_kept_to_the_word_table():
+    from rnnkit.trainer import adversarial_step
+
+    torch.manual_seed(0)
+    full = torch.randn(3, 5, 10, requires_grad=True)
+    (full[..., :7] ** 3).sum().backward()
+    lengths = torch.tensor([5, 3, 1])
+    words = full.detach()[..., :7].clone().requires_grad_(True)
+    words.grad = full.grad[..., :7].clone()
+    step = adversarial_step(full, lengths, 0.5, features=7)
+    assert step.shape == full.shape and step[..., 7:].abs().sum() == 0
+    torch.testing.assert_close(step[..., :7], adversarial_step(words, lengths, 0.5))

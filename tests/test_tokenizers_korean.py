@@ -342,3 +342,19 @@ def test_import_stays_light():
             " 'torch') if m in sys.modules]; print(heavy); sys.exit(bool(heavy))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_append_chars_adds_the_characters_after_the_tokens_and_round_trips():
+    from rnnkit.tokenizers import CHARS, WithChars
+
+    tok = make_tokenizer({"name": "whitespace", "squeeze_repeats": 2, "append_chars": True})
+    assert isinstance(tok, WithChars)
+    assert tok("좋은 영화ㅋㅋㅋ") == ["좋은", "영화ㅋㅋ", CHARS, "좋", "은", "▁", "영", "화", "ㅋ", "ㅋ"]
+    assert tok.batch(["좋은 영화", ""]) == [tok("좋은 영화"), [CHARS]]
+    again = make_tokenizer(json.loads(json.dumps(tok.settings, ensure_ascii=False)))
+    assert again.settings == tok.settings and again.fingerprint == tok.fingerprint
+    assert tok.fingerprint != WhitespaceTokenizer(squeeze_repeats=2).fingerprint  # its own cache entries
+    assert tok.prepare("ㅋㅋㅋ") == "ㅋㅋ"
+    assert pickle.loads(pickle.dumps(tok))("좋은 영화") == tok("좋은 영화")
+    with pytest.raises(RnnkitError, match="append_chars must be true or false"):
+        make_tokenizer({"name": "whitespace", "append_chars": "yes"})
