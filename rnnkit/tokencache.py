@@ -37,6 +37,11 @@ def tokenize_corpus(tokenizer, texts: Sequence[str], *, cache: bool = True, prog
     from .run import atomic_write_bytes
 
     log = log or (lambda m: print(m, file=sys.stderr))
+    inner = getattr(tokenizer, "inner", None)
+    if inner is not None:
+        # append_chars: the inner tokenizer's entry serves runs with and without it; the characters are cheap to add.
+        words = tokenize_corpus(inner, texts, cache=cache, progress=progress, desc=desc, log=log, cache_root=cache_root)
+        return tokenizer.append(words, texts)
     path = None
     if cache:
         path = (cache_root or cache_dir()) / "tokens" / f"{cache_key(tokenizer, texts)}.json.gz"

@@ -528,7 +528,11 @@ class WithChars(Tokenizer):
 
     def batch(self, texts: Iterable[str]) -> list[list[str]]:
         texts = list(texts)
-        return [[*tokens, CHARS, *self.chars(text)] for tokens, text in zip(self.inner.batch(texts), texts)]
+        return self.append(self.inner.batch(texts), texts)
+
+    def append(self, tokens: Sequence[Sequence[str]], texts: Sequence[str]) -> list[list[str]]:
+        """``tokens`` (the inner tokenizer's, one list per text) with ``<chars>`` and each text's characters."""
+        return [[*toks, CHARS, *self.chars(text)] for toks, text in zip(tokens, texts)]
 
 
 TOKENIZERS: dict[str, type[Tokenizer]] = {

@@ -842,7 +842,9 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {cfg.cell} ({cfg.backend}) {'bi' if cfg.bidirectional else 'uni'}directional x{cfg.num_layers}, "
         f"hidden {cfg.hidden_size}{f' (projected to {cfg.proj_size})' if cfg.proj_size else ''}, "
-        f"pooling {cfg.pooling}, {n_params:,} parameters; device {device}"
+        f"pooling {cfg.pooling}"
+        + (f", beside it a character BiLSTM of {cfg.char_branch} over each text's characters" if cfg.char_branch else "")
+        + f", {n_params:,} parameters; device {device}"
         + (f", {str(amp).replace('torch.', '')} autocast" if amp is not None else ", fp32")
         + (f"; adversarial training on the embeddings, size {cfg.adversarial:g} (about 1.5-1.7x per step; "
            "--set adversarial=0 to turn it off)" if cfg.adversarial else "")
@@ -1113,6 +1115,8 @@ SLOW_RUN_SECONDS = 15 * 60
 def faster_settings(cfg: Config) -> list[str]:
     """The settings of ``cfg`` that cost the most time per step, each with how to turn it off."""
     hints = []
+    if cfg.char_branch:
+        hints.append("--set char_branch=0 (the character branch costs 1.2-1.6x per step)")
     if cfg.dataset == "nsmc" and cfg.num_layers > 1:
         hints.append("--config nsmc-fast (one layer, no adversarial training, 3 epochs)")
     else:

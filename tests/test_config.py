@@ -89,6 +89,10 @@ def test_nsmc_fast_is_the_one_layer_recipe_and_the_default_the_accurate_one():
     assert (default.num_layers, default.rnn_dropout, default.adversarial, default.epochs) == (2, 0.2, 0.1, 4)
     same = ("tokenizer", "embedding_dim", "hidden_size", "bidirectional", "pooling", "lr", "batch_size", "max_len")
     assert [getattr(fast, k) for k in same] == [getattr(default, k) for k in same]  # the rest of the nsmc defaults
+    chars = resolve_config("nsmc-chars", {}).validate()
+    assert (chars.char_branch, chars.max_len, default.char_branch) == (96, 300, 0)
+    assert [getattr(chars, k) for k in same[:-1]] == [getattr(default, k) for k in same[:-1]]
+    assert (chars.num_layers, chars.adversarial, chars.epochs) == (2, 0.1, 4)
 
 
 def test_named_config_reproduces_the_books_surname_model():

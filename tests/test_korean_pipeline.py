@@ -72,7 +72,9 @@ def test_char_branch_trains_predicts_explains_and_exports(nsmc_root, tmp_path):
 
     cfg = tiny_config("nsmc", tmp_path / "run", data_dir=str(nsmc_root), tokenizer="whitespace", char_branch=8,
                       pooling="maxmean", adversarial=0.1, epochs=4, max_len=60, baseline=False)
-    run = rnnkit.train(cfg)
+    said = []
+    run = rnnkit.train(cfg, log=said.append)
+    assert any("character BiLSTM of 8" in line for line in said if line.startswith("model:"))
     assert run.metrics["test"]["accuracy"] > 0.9
     assert json.loads((run.path / "vectorizer.json").read_text())["tokenizer"]["append_chars"] is True
     loaded = rnnkit.load(run.path, precision="fp32")

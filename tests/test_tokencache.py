@@ -54,3 +54,14 @@ def test_truncated_or_altered_entries_are_rebuilt_and_an_unwritable_cache_is_ski
     logs = []
     assert tokenize_corpus(tok, ["fg"], cache_root=blocked, log=logs.append, progress=False) == [["f", "g"]]
     assert "could not write the token cache" in logs[-1]
+
+
+def test_append_chars_shares_the_plain_tokenizers_entry(tmp_path):
+    texts = ["ㅋㅋㅋㅋㅋ 재밌다", "좋아요"]
+    plain = make_tokenizer({"name": "whitespace", "squeeze_repeats": 2})
+    chars = make_tokenizer({"name": "whitespace", "squeeze_repeats": 2, "append_chars": True})
+    logs = []
+    tokenize_corpus(plain, texts, cache_root=tmp_path, log=logs.append, progress=False)
+    got = tokenize_corpus(chars, texts, cache_root=tmp_path, log=logs.append, progress=False)
+    assert "from cache" in logs[-1] and len(list((tmp_path / "tokens").iterdir())) == 1
+    assert got == chars.batch(texts) and got[1] == ["좋아요", "<chars>", "좋", "아", "요"]

@@ -526,6 +526,7 @@ def test_a_slow_forecast_names_the_settings_that_cut_the_time():
     nsmc = rnnkit.Config.for_dataset("nsmc")
     assert faster_settings(nsmc) == ["--config nsmc-fast (one layer, no adversarial training, 3 epochs)"]
     assert faster_settings(resolve_config("nsmc-fast")) == []
+    assert faster_settings(resolve_config("nsmc-chars"))[0].startswith("--set char_branch=0")
     own = rnnkit.Config(dataset="mine.csv", adversarial=0.3, num_layers=2)
     assert [hint.split()[0] for hint in faster_settings(own)] == ["--set", "--num-layers"]
     assert faster_settings(rnnkit.Config(dataset="mine.csv", adversarial=0.0)) == []
