@@ -269,9 +269,7 @@ class Config:
         if self.char_branch and self.pretrain_epochs:
             raise RnnkitError("char_branch does not combine with pretrain_epochs (the language model would read the "
                               "characters as words); set one of them to 0")
-        if self.char_branch and self.tokenizer in ("char", "syllable"):
-            raise RnnkitError(f"char_branch reads each text's characters beside its words, but tokenizer "
-                              f"{self.tokenizer!r} gives characters already; use a word tokenizer or char_branch=0")
+        char_branch_needs_words(self.char_branch, self.tokenizer)
         if self.proj_size and self.cell != "lstm":
             raise RnnkitError(f"proj_size works with cell=lstm only; got cell={self.cell}: use cell lstm or proj_size 0")
         if self.proj_size >= self.hidden_size:
@@ -370,6 +368,13 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+def char_branch_needs_words(char_branch: int, tokenizer: str, whose: str = "") -> None:
+    """Refuse a character branch over a tokenizer that gives characters already (``whose``: where it came from)."""
+    if char_branch and tokenizer in ("char", "syllable"):
+        raise RnnkitError(f"char_branch reads each text's characters beside its words, but {whose}tokenizer "
+                          f"{tokenizer!r} gives characters already; set a word tokenizer (--tokenizer) or char_branch=0")
+
+
 def text_vectors_need_char(text_vectors: str, tokenizer: str) -> RnnkitError:
     return RnnkitError(f"text_vectors={text_vectors!r} rebuilds each text from its characters, so it needs tokenizer "
                        f"char; got tokenizer={tokenizer!r} (--set text_vectors=none to drop it)")
@@ -446,7 +451,8 @@ NAMED_CONFIGS: dict[str, dict] = {
     "nsmc-fast": dict(dataset="nsmc", num_layers=1, rnn_dropout=0.0, adversarial=0.0, epochs=3),
     # The NSMC default plus a syllable BiLSTM of 96 beside the morphemes (char_branch; max_len 300 leaves room for the
     # syllables). Mean val 0.8841 against 0.8826, test 0.8870 against 0.8854 (seeds 0-2, AMD Zen 3, fp32), at 1.23-1.30x
-    # the time there and 1.44-1.55x in bf16 (AMD Zen 4): past 15 minutes on the bf16 boxes, so not the default.
+    # the time there; in bf16 (AMD Zen 4, seed 0) test 0.8881 against 0.8858 at 1.71x the whole run, which would take
+    # the bf16 boxes past 15 minutes, so not the default.
     "nsmc-chars": dict(dataset="nsmc", char_branch=96, max_len=300),
     # The study notes' NSMC model: Okt tokens, embedding 128, a 2-layer unidirectional LSTM of 64
     # reading to the last state, RMSprop lr 1e-3. Epochs and batch size are not in the notes;

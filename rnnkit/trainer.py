@@ -31,7 +31,7 @@ from torch import nn
 
 from . import distributed
 from . import run as runio
-from .config import Config
+from .config import Config, char_branch_needs_words
 from .data import Splits, load_config_splits, sha256_of
 from .distributed import World
 from .errors import RnnkitError
@@ -388,7 +388,7 @@ def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
         raise RnnkitError(f"embeddings={cfg.embeddings!r} reads the encoder's own pieces, so it needs tokenizer "
                           f"wordpiece; the {cfg.dataset} dataset uses {named}: add tokenizer='wordpiece'")
     if named:
-        _char_branch_needs_words(cfg, named, f"the {cfg.dataset} dataset's")
+        char_branch_needs_words(cfg.char_branch, named, f"the {cfg.dataset} dataset's ")
         return {"tokenizer": named}
     from .pretrained import INSTALL_HINT, installed_encoders
 
@@ -399,15 +399,9 @@ def _auto_tokenizer(cfg: Config, texts, log: Callable[[str], None]) -> dict:
         picked, why = choose_tokenizer(texts, cfg.sp_vocab_size, encoders)
         if picked["tokenizer"] == "sentencepiece" and not encoders:
             why += f"; for English, pretrained embeddings help on small data: {INSTALL_HINT}"
-    _char_branch_needs_words(cfg, picked["tokenizer"], "tokenizer=auto's choice for this data,")
+    char_branch_needs_words(cfg.char_branch, picked["tokenizer"], "tokenizer=auto's choice for this data, ")
     log(f"auto: tokenizer = {why}; --tokenizer to choose another")
     return {**picked, "extra": {**cfg.extra, "auto": {"tokenizer": why}}}
-
-
-def _char_branch_needs_words(cfg: Config, tokenizer: str, whose: str) -> None:
-    if cfg.char_branch and tokenizer in ("char", "syllable"):
-        raise RnnkitError(f"char_branch reads each text's characters beside its words, but {whose} tokenizer "
-                          f"{tokenizer!r} gives characters already; set a word tokenizer (--tokenizer) or char_branch=0")
 
 
 def _text_vector_choice(cfg: Config, log: Callable[[str], None]) -> dict:
