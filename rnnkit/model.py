@@ -24,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .calibration import probabilities
 from .config import KERNELS, POOLINGS
 from .errors import RnnkitError
-from .padded import column_gather, last_state, pool, run_padded, valid_mask  # noqa: F401 (column_gather: public here)
+from .padded import column_gather, last_state, pool, run_padded, tracing, valid_mask  # noqa: F401 (column_gather: public here)
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
@@ -249,7 +249,7 @@ class SequenceClassifier(nn.Module):
         width = self.embedding.embedding_dim
         word_len, start, char_len = self.split(ids, lengths)
         word_ids, word_x = ids, x[..., :width]
-        if not (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        if not tracing():
             # Only as many steps as the longest word part: the characters would double the word encoder's work.
             # An export keeps every step instead (a traced slice would fix its size), at equal results.
             steps = int(word_len.max())
@@ -284,10 +284,7 @@ class SequenceClassifier(nn.Module):
         """The branch's max and mean pooled BiLSTM outputs ``(B, 4*char_branch)`` over the character vectors
         ``x[b, start[b]:start[b] + char_len[b]]`` of ``x (B, T, char_branch)``; a row with no characters
         reads one zero vector."""
-        if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            steps = torch.arange(x.shape[1], device=x.device)
-        else:
-            steps = torch.arange(max(int(char_len.max()), 1), device=x.device)
+        steps = torch.arange(x.shape[1] if tracing() else max(int(char_len.max()), 1), device=x.device)
         index = (start.unsqueeze(1) + steps).clamp(max=x.shape[1] - 1)
         inside = (steps < char_len.unsqueeze(1)).unsqueeze(-1)
         chars = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[2])) * inside

@@ -515,9 +515,10 @@ def adversarial_step(embedded: torch.Tensor, lengths: torch.Tensor, size: float,
     (fp16) gives no move; the loss scaler then skips the step anyway. ``features``: only the first this many
     values of each vector move and count (a model's word table, where its character branch's sits after it:
     the recipe measured; BENCHMARKS.md, issue 13)."""
-    grad, vectors = embedded.grad.detach().float(), embedded.detach().float()
+    grad, vectors = embedded.grad.detach(), embedded.detach()
     if features is not None:
         grad, vectors = grad[..., :features], vectors[..., :features]
+    grad, vectors = grad.float(), vectors.float()
     with torch.no_grad():
         lengths = lengths.to(grad.device)
         valid = valid_mask(lengths, grad.shape[1], grad.device).unsqueeze(-1)
