@@ -15,8 +15,6 @@ valid positions of each row.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -24,7 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .calibration import probabilities
 from .config import KERNELS, POOLINGS
 from .errors import RnnkitError
-from .padded import column_gather, last_state, pool, run_padded, tracing, valid_mask  # noqa: F401 (column_gather: public here)
+from .padded import column_gather, dropout, last_state, pool, run_padded, tracing, valid_mask  # noqa: F401 (column_gather: public here)
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
@@ -71,13 +69,9 @@ def rnn_output_width(rnn: nn.Module) -> int:
 
 
 class Dropout(nn.Module):
-    """``nn.Dropout`` with a CPU mask 4x cheaper to draw.
+    """``nn.Dropout`` with a CPU mask 3-4x cheaper to draw (:func:`rnnkit.padded.dropout`).
 
-    torch's CPU dropout draws each keep/drop decision with ``bernoulli_``: 7.5 ms for one
-    NSMC batch of embeddings (128 x 22 x 256), a tenth of a training step. Here each
-    decision is 16 random bits compared with ``p * 65536`` (one 64-bit draw makes four),
-    which is the same Bernoulli(1 - p) mask up to ``p`` rounded to 1/65536, from torch's
-    seeded generator. On other devices it is ``F.dropout``.
+    ``whole_vectors``: one decision per vector (the last dimension), e.g. per token of ``(B, T, E)``.
     """
 
     def __init__(self, p: float = 0.5, whole_vectors: bool = False):
@@ -87,17 +81,7 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        # whole_vectors: one decision per vector (the last dimension), e.g. per token of (B, T, E)
-        shape = (*x.shape[:-1], 1) if self.whole_vectors else x.shape
-        if x.device.type != "cpu":
-            if not self.whole_vectors:
-                return nn.functional.dropout(x, self.p, True)
-            keep = torch.rand(shape, device=x.device) >= self.p
-            return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
-        n = math.prod(shape)
-        bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)
-        keep = bits[:n] >= round(self.p * 65536) - 32768
-        return x * keep.view(shape).to(x.dtype).mul_(1 / (1 - self.p))
+        return dropout(x, self.p, self.whole_vectors)
 
     def extra_repr(self) -> str:
         return f"p={self.p}" + (", whole_vectors=True" if self.whole_vectors else "")
@@ -227,11 +211,16 @@ class SequenceClassifier(nn.Module):
         Explanations (:mod:`rnnkit.explain`) attribute to these vectors and pass them back through
         ``forward(..., embedded=)``.
         """
+        x = self.embed_words(ids)
+        if self.char_branch:
+            x = torch.cat([x, self.char_embedding(ids)], dim=-1)
+        return x
+
+    def embed_words(self, ids: torch.Tensor) -> torch.Tensor:
+        """The token (+ n-gram) embeddings ``(B, T, E)``: :meth:`embed` without a character branch's vectors."""
         x = self.embedding(ids)
         if self.ngrams is not None:
             x = x + self.ngrams(ids)
-        if self.char_branch:
-            x = torch.cat([x, self.char_embedding(ids)], dim=-1)
         return x
 
     def _outputs(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None):
@@ -240,9 +229,11 @@ class SequenceClassifier(nn.Module):
             return self._run_packed(x, lengths)
         return run_padded(self.rnn, x, lengths, self.kernel), None
 
-    def encode(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None,
+               chars: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled sequence representation ``(B, D*H)`` for ``ids (B, T)``, ``lengths (B,)``
-        (``(B, D*H + 4*char_branch)`` with a character branch)."""
+        (``(B, D*H + 4*char_branch)`` with a character branch; ``chars``, when given, stands for the branch's
+        :meth:`char_features`, and ``embedded`` may then hold the word table's vectors only)."""
         if not self.char_branch:
             return self._encode_words(ids, lengths, embedded)
         x = self.embed(ids) if embedded is None else embedded
@@ -255,7 +246,18 @@ class SequenceClassifier(nn.Module):
             steps = int(word_len.max())
             word_ids, word_x = ids[:, :steps], word_x[:, :steps]
         words = self._encode_words(word_ids, word_len, word_x)
-        return torch.cat([words, self._encode_chars(x[..., width:], start, char_len)], dim=1)
+        if chars is None:
+            chars = self._encode_chars(x[..., width:], start, char_len)
+        return torch.cat([words, chars], dim=1)
+
+    def char_features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The character branch's pooled features ``(B, 4*char_branch)``, as :meth:`encode` joins them.
+
+        Adversarial training moves the word table only, so its two passes over a batch can share one
+        computation of these (``forward(..., chars=)``, with ``embedded=`` :meth:`embed_words`): the branch
+        then runs forward and backward once per batch instead of twice."""
+        _, start, char_len = self.split(ids, lengths)
+        return self._encode_chars(self.char_embedding(ids), start, char_len)
 
     def _encode_words(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None) -> torch.Tensor:
         out, last = self._outputs(ids, lengths, embedded)
@@ -302,15 +304,16 @@ class SequenceClassifier(nn.Module):
         return out, last
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None,
-                vectors: torch.Tensor | None = None) -> torch.Tensor:
+                vectors: torch.Tensor | None = None, chars: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``(B, num_classes)``; ``embedded (B, T, E)``, when given, replaces :meth:`embed` ``(ids)``;
-        ``vectors (B, text_vector_dim)``, when given, replaces ``text_vectors(ids, lengths)`` (an export's input).
+        ``vectors (B, text_vector_dim)``, when given, replaces ``text_vectors(ids, lengths)`` (an export's input);
+        ``chars (B, 4*char_branch)``, when given, replaces :meth:`char_features` (see there).
 
         The binary head computes one logit ``z`` (``nn.Linear(head_hidden, 1)``) and returns ``(0, z)``:
         a softmax over that pair is exactly ``(1 - sigmoid(z), sigmoid(z))``, so every consumer of
         two-class logits works unchanged, and :func:`loss_function` trains ``z`` with BCE.
         """
-        h = self.encode(ids, lengths, embedded)
+        h = self.encode(ids, lengths, embedded, chars)
         if self.text_vector_dim:
             if vectors is None:
                 if self.text_vectors is None:

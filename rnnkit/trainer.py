@@ -559,6 +559,9 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     params = list(model.parameters())
     inner = getattr(model, "module", model)  # DDP wraps the classifier; embed() is the classifier's
     features = inner.embedding.embedding_dim if getattr(inner, "char_branch", 0) else None
+    # The move leaves a character branch's input alone, so both passes can share its features: one forward and one
+    # backward of the branch per batch. Not under DDP, whose reducer expects every gradient from its own forward.
+    share_chars = features is not None and inner is model
     timed_from, done = None, 0
     timed = max(FORECAST_BATCHES, len(batches) // 20) if hasattr(batches, "__len__") else FORECAST_BATCHES
     for index in batches:
@@ -569,7 +572,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
         if pin:
             ids, y = ids.pin_memory(), y.pin_memory()
         ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        embedded, share = None, weight
+        embedded, share, chars = None, weight, None
         # Under DDP the clean pass's gradients stay local (no_sync) and sync once, with the moved pass's.
         moving = adversarial and not rdrop
         with model.no_sync() if moving and hasattr(model, "no_sync") else contextlib.nullcontext():
@@ -579,12 +582,15 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
                     logits, again = model(torch.cat([ids, ids]), torch.cat([lengths, lengths])).float().chunk(2)
                     loss = rdrop_loss(logits, again, y, loss_fn, rdrop)
                 elif moving:
-                    embedded = inner.embed(ids)
+                    if share_chars:
+                        branch = inner.char_features(ids, lengths)
+                        chars = branch.detach().requires_grad_(True)  # gathers both passes' gradients
+                    embedded = inner.embed_words(ids) if share_chars else inner.embed(ids)
                     if embedded.requires_grad:
                         embedded.retain_grad()
                     else:  # a frozen table (embedding_lr=0): the move still needs the gradient at the vectors
                         embedded.requires_grad_(True)
-                    logits = model(ids, lengths, embedded=embedded)
+                    logits = model(ids, lengths, embedded=embedded, chars=chars)
                     loss = loss_fn(logits.float(), y)
                     share = weight * 0.5  # the mean of the clean and the moved loss
                 else:
@@ -594,10 +600,16 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             (scaler.scale(loss * share) if scaler is not None else loss * share).backward()
         if embedded is not None:
             with mixed:
-                move = adversarial_step(embedded, lengths, adversarial, features)
-                moved = model(ids, lengths, embedded=inner.embed(ids) + move)
+                if chars is not None:
+                    move = adversarial_step(embedded, lengths, adversarial)
+                    moved = model(ids, lengths, embedded=inner.embed_words(ids) + move, chars=chars)
+                else:
+                    move = adversarial_step(embedded, lengths, adversarial, features)
+                    moved = model(ids, lengths, embedded=inner.embed(ids) + move)
                 moved_loss = loss_fn(moved.float(), y)
             (scaler.scale(moved_loss * share) if scaler is not None else moved_loss * share).backward()
+            if chars is not None:
+                branch.backward(chars.grad)
         if scaler is not None:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         if clip_grad:

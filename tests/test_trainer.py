@@ -428,6 +428,40 @@ def test_an_adversarial_batch_trains_on_the_mean_of_the_clean_and_the_moved_loss
         torch.testing.assert_close(p.detach(), before.detach() - 0.5 * (a + b), atol=1e-6, rtol=1e-5)
 
 
+def test_an_adversarial_batch_runs_the_character_branch_once_at_the_same_step():
+    import copy
+
+    from rnnkit.model import SequenceClassifier
+    from rnnkit.trainer import train_epoch
+    from rnnkit.vectorizer import EncodedSplit
+
+    class Wrapped(torch.nn.Module):  # as DDP holds the model: train_epoch then runs the branch in each pass
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args, **kwargs):
+            return self.module(*args, **kwargs)
+
+    torch.manual_seed(0)
+    model = SequenceClassifier(vocab_size=12, num_classes=3, embedding_dim=8, hidden_size=8, head_hidden=8,
+                               embedding_dropout=0.0, head_dropout=0.0, char_branch=5, char_separator=3)
+    ids, lengths, y = torch.randint(4, 12, (4, 7)), torch.tensor([7, 6, 4, 2]), torch.tensor([0, 1, 2, 0])
+    ids[0, 3], ids[1, 2], ids[2, 1] = 3, 3, 3  # words, <chars>, characters; the last row has words only
+    ids[1, 6:], ids[2, 4:], ids[3, 2:] = 0, 0, 0
+    twice = copy.deepcopy(model)
+    runs = []
+    branch = model._encode_chars
+    model._encode_chars = lambda *args: runs.append(1) or branch(*args)
+    split, loss_fn = EncodedSplit(ids.int(), lengths, y), torch.nn.CrossEntropyLoss()
+    for m in (model, Wrapped(twice)):
+        train_epoch(m, split, [torch.arange(4)], torch.optim.SGD(m.parameters(), lr=1.0), loss_fn, None,
+                    torch.device("cpu"), adversarial=0.3)
+    assert len(runs) == 1
+    for (name, a), b in zip(model.named_parameters(), twice.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("scale", [0.01, 100.0])
 def test_clip_grad_norm_equals_torch_bit_for_bit(scale):
     from torch import nn
