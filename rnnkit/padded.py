@@ -53,9 +53,8 @@ from .errors import RnnkitError
 def dropout(x: Tensor, p: float, whole_vectors: bool = False) -> Tensor:
     """Training-mode dropout of ``x`` at rate ``p``, with a CPU mask 3-4x cheaper to draw than torch's.
 
-    torch's CPU dropout draws each keep/drop decision with ``bernoulli_``: 7.8 ms for the 128 x 22 x 320
-    values between the NSMC default's two LSTM layers, against 2.4 ms here (Intel Xeon with AMX, two
-    threads). Here each decision is 16 random bits compared with ``p * 65536`` (one 64-bit draw makes
+    torch's CPU dropout draws each keep/drop decision with ``bernoulli_``: 7.8 ms for 128 x 22 x 320
+    values (an NSMC batch between two LSTM layers), against 2.4 ms here (Intel Xeon with AMX, two threads). Here each decision is 16 random bits compared with ``p * 65536`` (one 64-bit draw makes
     four): the same Bernoulli(1 - p) mask up to ``p`` rounded to 1/65536, from torch's seeded generator.
     ``whole_vectors``: one decision per vector (the last dimension), e.g. per token of ``(B, T, E)``.
     On other devices it is ``F.dropout`` (or a ``torch.rand`` mask for whole vectors).
@@ -218,7 +217,7 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
     Equal to running ``rnn`` on ``pack_padded_sequence(x, lengths)`` at every valid step;
     padded steps hold garbage. ``D`` is 2 for a bidirectional ``rnn``, ``H`` its
     ``proj_size`` if it projects, else ``hidden_size``. Dropout between layers follows
-    ``rnn.dropout`` in training mode, as ``nn.LSTM`` does, with :func:`dropout`'s cheaper mask.
+    ``rnn.dropout`` in training mode, as ``nn.LSTM`` does.
     """
     kernel = choose_kernel(kernel, rnn, x)
     mode = rnn.mode  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
@@ -229,7 +228,9 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
     layer_in = x
     for layer in range(rnn.num_layers):
         if layer > 0 and rnn.dropout and rnn.training:
-            layer_in = dropout(layer_in, rnn.dropout)
+            # torch's mask, not dropout()'s: 5% faster steps did not outweigh validation on the one seed measured
+            # (docs/speed.md), and every two-layer run's recorded numbers hold with it.
+            layer_in = F.dropout(layer_in, rnn.dropout, True)
         weights = [[getattr(rnn, f"{name}_l{layer}{sfx}") for name in names] for sfx in directions]
         side_by_side = parallel_directions(rnn, layer_in, kernel)
         if kernel == "fused" and not side_by_side:
