@@ -15,6 +15,8 @@ valid positions of each row.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -22,7 +24,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from .calibration import probabilities
 from .config import KERNELS, POOLINGS
 from .errors import RnnkitError
-from .padded import column_gather, dropout, last_state, pool, run_padded, tracing, valid_mask  # noqa: F401 (column_gather: public here)
+from .padded import column_gather, last_state, pool, run_padded, tracing, valid_mask  # noqa: F401 (column_gather: public here)
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
@@ -69,9 +71,13 @@ def rnn_output_width(rnn: nn.Module) -> int:
 
 
 class Dropout(nn.Module):
-    """``nn.Dropout`` with a CPU mask 3-4x cheaper to draw (:func:`rnnkit.padded.dropout`).
+    """``nn.Dropout`` with a CPU mask 4x cheaper to draw.
 
-    ``whole_vectors``: one decision per vector (the last dimension), e.g. per token of ``(B, T, E)``.
+    torch's CPU dropout draws each keep/drop decision with ``bernoulli_``: 7.5 ms for one
+    NSMC batch of embeddings (128 x 22 x 256), a tenth of a training step. Here each
+    decision is 16 random bits compared with ``p * 65536`` (one 64-bit draw makes four),
+    which is the same Bernoulli(1 - p) mask up to ``p`` rounded to 1/65536, from torch's
+    seeded generator. On other devices it is ``F.dropout``.
     """
 
     def __init__(self, p: float = 0.5, whole_vectors: bool = False):
@@ -81,7 +87,17 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        return dropout(x, self.p, self.whole_vectors)
+        # whole_vectors: one decision per vector (the last dimension), e.g. per token of (B, T, E)
+        shape = (*x.shape[:-1], 1) if self.whole_vectors else x.shape
+        if x.device.type != "cpu":
+            if not self.whole_vectors:
+                return nn.functional.dropout(x, self.p, True)
+            keep = torch.rand(shape, device=x.device) >= self.p
+            return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+        n = math.prod(shape)
+        bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)
+        keep = bits[:n] >= round(self.p * 65536) - 32768
+        return x * keep.view(shape).to(x.dtype).mul_(1 / (1 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}" + (", whole_vectors=True" if self.whole_vectors else "")

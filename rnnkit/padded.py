@@ -37,7 +37,6 @@ kernel run at the same time in training, each on its own thread (:class:`TwoDire
 from __future__ import annotations
 
 import functools
-import math
 import os
 import sys
 import warnings
@@ -48,27 +47,6 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .errors import RnnkitError
-
-
-def dropout(x: Tensor, p: float, whole_vectors: bool = False) -> Tensor:
-    """Training-mode dropout of ``x`` at rate ``p``, with a CPU mask 3-4x cheaper to draw than torch's.
-
-    torch's CPU dropout draws each keep/drop decision with ``bernoulli_``: 7.8 ms for 128 x 22 x 320
-    values (an NSMC batch between two LSTM layers), against 2.4 ms here (Intel Xeon with AMX, two threads). Here each decision is 16 random bits compared with ``p * 65536`` (one 64-bit draw makes
-    four): the same Bernoulli(1 - p) mask up to ``p`` rounded to 1/65536, from torch's seeded generator.
-    ``whole_vectors``: one decision per vector (the last dimension), e.g. per token of ``(B, T, E)``.
-    On other devices it is ``F.dropout`` (or a ``torch.rand`` mask for whole vectors).
-    """
-    shape = (*x.shape[:-1], 1) if whole_vectors else x.shape
-    if x.device.type != "cpu":
-        if not whole_vectors:
-            return F.dropout(x, p, True)
-        keep = torch.rand(shape, device=x.device) >= p
-        return x * keep.to(x.dtype).mul_(1 / (1 - p))
-    n = math.prod(shape)
-    bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 3) // 4,), dtype=torch.int64).view(torch.int16)
-    keep = bits[:n] >= round(p * 65536) - 32768
-    return x * keep.view(shape).to(x.dtype).mul_(1 / (1 - p))
 
 
 def reversed_steps(lengths: Tensor, seq_len: int, device) -> Tensor:
@@ -228,8 +206,8 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
     layer_in = x
     for layer in range(rnn.num_layers):
         if layer > 0 and rnn.dropout and rnn.training:
-            # torch's mask, not dropout()'s: 5% faster steps did not outweigh validation on the one seed measured
-            # (docs/speed.md), and every two-layer run's recorded numbers hold with it.
+            # torch's mask: rnnkit's cheaper one (model.Dropout) made steps 5% faster here but changes every two-layer
+            # run's draws, and the NSMC default scored lower on validation with it (one seed; docs/speed.md).
             layer_in = F.dropout(layer_in, rnn.dropout, True)
         weights = [[getattr(rnn, f"{name}_l{layer}{sfx}") for name in names] for sfx in directions]
         side_by_side = parallel_directions(rnn, layer_in, kernel)
