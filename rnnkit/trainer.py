@@ -562,6 +562,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
     # The move leaves a character branch's input alone, so both passes can share its features: one forward and one
     # backward of the branch per batch. Not under DDP, whose reducer expects every gradient from its own forward.
     share_chars = features is not None and inner is model
+    # What the move is made on: the word vectors alone when the branch is shared, else both tables' (moving the words).
+    embed, move_features = (inner.embed_words, None) if share_chars else (inner.embed, features)
     timed_from, done = None, 0
     timed = max(FORECAST_BATCHES, len(batches) // 20) if hasattr(batches, "__len__") else FORECAST_BATCHES
     for index in batches:
@@ -585,7 +587,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
                     if share_chars:
                         branch = inner.char_features(ids, lengths)
                         chars = branch.detach().requires_grad_(True)  # gathers both passes' gradients
-                    embedded = inner.embed_words(ids) if share_chars else inner.embed(ids)
+                    embedded = embed(ids)
                     if embedded.requires_grad:
                         embedded.retain_grad()
                     else:  # a frozen table (embedding_lr=0): the move still needs the gradient at the vectors
@@ -600,12 +602,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             (scaler.scale(loss * share) if scaler is not None else loss * share).backward()
         if embedded is not None:
             with mixed:
-                if chars is not None:
-                    move = adversarial_step(embedded, lengths, adversarial)
-                    moved = model(ids, lengths, embedded=inner.embed_words(ids) + move, chars=chars)
-                else:
-                    move = adversarial_step(embedded, lengths, adversarial, features)
-                    moved = model(ids, lengths, embedded=inner.embed(ids) + move)
+                move = adversarial_step(embedded, lengths, adversarial, move_features)
+                moved = model(ids, lengths, embedded=embed(ids) + move, chars=chars)
                 moved_loss = loss_fn(moved.float(), y)
             (scaler.scale(moved_loss * share) if scaler is not None else moved_loss * share).backward()
             if chars is not None:
