@@ -26,6 +26,10 @@ from .config import KERNELS, POOLINGS
 from .errors import RnnkitError
 from .padded import column_gather, last_state, pool, run_padded, tracing, valid_mask  # noqa: F401 (column_gather: public here)
 
+CHAR_STEP_COST = 0.1
+"""A character step of the branch (one 96-wide BiLSTM layer) against a word step of the NSMC encoder (two
+160-wide layers, run twice under adversarial training), measured under the profiler: about a tenth."""
+
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
     "rnn_dropout", "embedding_dropout", "token_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
@@ -274,6 +278,20 @@ class SequenceClassifier(nn.Module):
         then runs forward and backward once per batch instead of twice."""
         _, start, char_len = self.split(ids, lengths)
         return self._encode_chars(self.char_embedding(ids), start, char_len)
+
+    def bucket_lengths(self, ids: torch.Tensor, lengths: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
+        """What to sort rows ``ids (n, L)`` by for length-bucketed batches ``(n,)``: ``lengths``, or with a
+        character branch the word part plus :data:`CHAR_STEP_COST` times the characters.
+
+        A batch pads each part to its own longest row, and a word step costs the most, so rows are grouped
+        by roughly what they cost. On 20,000 NSMC reviews, sorting by the whole length left 20% of the word
+        steps padding (8% by this key) and 1.24x the work that the rows hold (1.14x)."""
+        if not self.char_branch:
+            return lengths
+        parts = [self.split(ids[i:i + chunk], lengths[i:i + chunk]) for i in range(0, len(lengths), chunk)]
+        words = torch.cat([p[0] for p in parts]).cpu().float()
+        chars = torch.cat([p[2] for p in parts]).cpu().float()
+        return words + CHAR_STEP_COST * chars
 
     def _encode_words(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None) -> torch.Tensor:
         out, last = self._outputs(ids, lengths, embedded)

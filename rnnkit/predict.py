@@ -116,7 +116,8 @@ def predict_logits(model: torch.nn.Module, ids: torch.Tensor, lengths: torch.Ten
     was_training = model.training
     model.eval()
     out = None
-    sampler = BatchSampler(lengths, batch_size, shuffle=False, bucket=True)
+    key = model.bucket_lengths(ids, lengths) if hasattr(model, "bucket_lengths") else lengths
+    sampler = BatchSampler(key, batch_size, shuffle=False, bucket=True)
     with autocast(device, amp):
         for index in sampler:
             l = lengths[index]

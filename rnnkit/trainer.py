@@ -574,7 +574,7 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
         if pin:
             ids, y = ids.pin_memory(), y.pin_memory()
         ids, y = ids.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        embedded, share, chars = None, weight, None
+        embedded, share, chars, word_ids, move_lengths = None, weight, None, ids, lengths
         # Under DDP the clean pass's gradients stay local (no_sync) and sync once, with the moved pass's.
         moving = adversarial and not rdrop
         with model.no_sync() if moving and hasattr(model, "no_sync") else contextlib.nullcontext():
@@ -584,10 +584,14 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
                     logits, again = model(torch.cat([ids, ids]), torch.cat([lengths, lengths])).float().chunk(2)
                     loss = rdrop_loss(logits, again, y, loss_fn, rdrop)
                 elif moving:
+                    if features is not None:
+                        # The move is sized on the words it moves: each text's word part, not its characters.
+                        move_lengths = inner.split(ids, lengths)[0]
                     if share_chars:
                         branch = inner.char_features(ids, lengths)
                         chars = branch.detach().requires_grad_(True)  # gathers both passes' gradients
-                    embedded = embed(ids)
+                        word_ids = ids[:, :int(move_lengths.max())]  # both passes then read no column past the words
+                    embedded = embed(word_ids)
                     if embedded.requires_grad:
                         embedded.retain_grad()
                     else:  # a frozen table (embedding_lr=0): the move still needs the gradient at the vectors
@@ -602,8 +606,8 @@ def train_epoch(model: nn.Module, split: EncodedSplit, batches, optimizer: torch
             (scaler.scale(loss * share) if scaler is not None else loss * share).backward()
         if embedded is not None:
             with mixed:
-                move = adversarial_step(embedded, lengths, adversarial, move_features)
-                moved = model(ids, lengths, embedded=embed(ids) + move, chars=chars)
+                move = adversarial_step(embedded, move_lengths, adversarial, move_features)
+                moved = model(ids, lengths, embedded=embed(word_ids) + move, chars=chars)
                 moved_loss = loss_fn(moved.float(), y)
             (scaler.scale(moved_loss * share) if scaler is not None else moved_loss * share).backward()
             if chars is not None:
@@ -805,7 +809,8 @@ def _train(cfg: Config, resume: Optional[str], splits: Optional[Splits], log: Ca
         log(f"embedding: {model.embedding.num_embeddings:,} rows, updated row-wise (the rows each batch uses; "
             "--set sparse_embedding=false for dense updates)")
     optimizer = model_optimizer(cfg, model, rows)
-    sampler = BatchSampler(data["train"].lengths, cfg.batch_size, shuffle=True, bucket=cfg.bucket, seed=cfg.seed)
+    sampler = BatchSampler(model.bucket_lengths(data["train"].ids, data["train"].lengths), cfg.batch_size,
+                           shuffle=True, bucket=cfg.bucket, seed=cfg.seed)
     mode = "min" if cfg.monitor == "val_loss" else "max"
     scheduler = None
     if cfg.scheduler == "plateau":

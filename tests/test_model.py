@@ -227,6 +227,21 @@ def test_char_branch_splits_at_the_last_separator_and_each_part_reads_its_own_ta
         assert (g[row, s:s + c, 8:].abs().sum() > 0) == (c > 0)
 
 
+def test_rows_bucket_by_their_word_part_plus_a_tenth_of_their_characters():
+    from rnnkit.model import CHAR_STEP_COST
+    from rnnkit.predict import predict_logits
+
+    model = build(pooling="maxmean", char_branch=6, char_separator=SEP)
+    ids, lengths = branch_batch()
+    key = model.bucket_lengths(ids, lengths, chunk=2)  # chunks of 2: the pieces join in row order
+    torch.testing.assert_close(key, torch.tensor([5, 1, 6, 1, 4]) + CHAR_STEP_COST * torch.tensor([3., 2, 0, 0, 3]))
+    assert torch.equal(build(pooling="max").bucket_lengths(ids, lengths), lengths)
+    # Sorted by that key, evaluation still returns each row's own logits in input order.
+    with torch.no_grad():
+        alone = torch.cat([model(ids[i:i + 1, :n], lengths[i:i + 1]) for i, n in enumerate(lengths.tolist())])
+    torch.testing.assert_close(predict_logits(model, ids, lengths, batch_size=2), alone, atol=1e-6, rtol=0)
+
+
 def test_char_branch_traces_to_a_graph_equal_at_other_lengths():
     from rnnkit.export import PaddedClassifier
 
