@@ -453,8 +453,9 @@ NAMED_CONFIGS: dict[str, dict] = {
     # syllables). Mean val 0.8841 against 0.8826, test 0.8870 against 0.8854 (seeds 0-2, AMD Zen 3, fp32), at 1.23-1.30x
     # the time there; in bf16 (AMD Zen 4, seed 0) test 0.8881 against 0.8858 at 1.71x the whole run. Since the branch
     # runs once per adversarial batch (twenty-ninth session, Intel Xeon with AMX, seeds 0-1): test 0.8871 / 0.8884 against
-    # 0.8854 / 0.8835 in 20-21 min, 1.33-1.43x the default's whole run back to back; still past 15 minutes on every box
-    # measured, so not the default.
+    # 0.8854 / 0.8835 in 20-21 min, 1.33-1.43x the default's whole run back to back. Batches grouped by cost (thirtieth
+    # session, same box): test 0.8872 / 0.8874 against 0.8854 / 0.8835 in 19 and 16 min, 1.37x and 1.34x the default's
+    # whole run back to back (seeds 0-1). Still past 15 minutes on every box measured, so not the default.
     "nsmc-chars": dict(dataset="nsmc", char_branch=96, max_len=300),
     # The study notes' NSMC model: Okt tokens, embedding 128, a 2-layer unidirectional LSTM of 64
     # reading to the last state, RMSprop lr 1e-3. Epochs and batch size are not in the notes;
