@@ -30,6 +30,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import rnnkit
+    from rnnkit.config import resolve_config
     from rnnkit.data import Examples, Splits, load_dataset
     from rnnkit.tokencache import tokenize_corpus
     from rnnkit.tokenizers import build_tokenizer
@@ -42,8 +43,9 @@ def main() -> None:
                     Examples(full.test.texts[: args.test], full.test.labels[: args.test]), name="nsmc")
     rows = []
     for tok_name in args.tokenizers:
-        base = rnnkit.Config.for_dataset("nsmc", tokenizer=tok_name, epochs=args.epochs, progress=False,
-                                         data_dir=args.data_dir)
+        # nsmc-words: the NSMC defaults without the character branch, which character tokenizers cannot take.
+        base = resolve_config("nsmc-words", dict(tokenizer=tok_name, epochs=args.epochs, progress=False,
+                                                 data_dir=args.data_dir))
         started = time.perf_counter()
         tokenizer = build_tokenizer(tokenizer_settings(base), splits.train.texts)
         setup = time.perf_counter() - started

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .calibration import probabilities
-from .config import KERNELS, POOLINGS
+from .config import KERNELS, POOLINGS, locked_between_packed_layers
 from .errors import RnnkitError
 from .padded import column_gather, last_state, pool, run_padded, tracing, valid_mask  # noqa: F401 (column_gather: public here)
 
@@ -32,7 +32,7 @@ CHAR_STEP_COST = 0.1
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
-    "rnn_dropout", "embedding_dropout", "token_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
+    "rnn_dropout", "embedding_dropout", "locked_dropout", "token_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
     "head", "char_branch",
 )
 
@@ -82,19 +82,27 @@ class Dropout(nn.Module):
     decision is 16 random bits compared with ``p * 65536`` (one 64-bit draw makes four),
     which is the same Bernoulli(1 - p) mask up to ``p`` rounded to 1/65536, from torch's
     seeded generator. On other devices it is ``F.dropout``.
+
+    ``whole_vectors``: one decision per vector (the last dimension), e.g. per token of ``(B, T, E)``.
+    ``locked``: one decision per row and feature of ``(B, T, F)``, shared by all ``T`` steps (a mask
+    ``(B, 1, F)``; AWD-LSTM's locked dropout), which also draws ``T`` times fewer random numbers.
     """
 
-    def __init__(self, p: float = 0.5, whole_vectors: bool = False):
+    def __init__(self, p: float = 0.5, whole_vectors: bool = False, locked: bool = False):
         super().__init__()
-        self.p, self.whole_vectors = p, whole_vectors
+        self.p, self.whole_vectors, self.locked = p, whole_vectors, locked
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        # whole_vectors: one decision per vector (the last dimension), e.g. per token of (B, T, E)
-        shape = (*x.shape[:-1], 1) if self.whole_vectors else x.shape
+        if self.whole_vectors:
+            shape = (*x.shape[:-1], 1)
+        elif self.locked and x.dim() > 2:
+            shape = (x.shape[0], *[1] * (x.dim() - 2), x.shape[-1])
+        else:
+            shape = x.shape
         if x.device.type != "cpu":
-            if not self.whole_vectors:
+            if shape == x.shape:
                 return nn.functional.dropout(x, self.p, True)
             keep = torch.rand(shape, device=x.device) >= self.p
             return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
@@ -104,7 +112,7 @@ class Dropout(nn.Module):
         return x * keep.view(shape).to(x.dtype).mul_(1 / (1 - self.p))
 
     def extra_repr(self) -> str:
-        return f"p={self.p}" + (", whole_vectors=True" if self.whole_vectors else "")
+        return f"p={self.p}" + (", whole_vectors=True" if self.whole_vectors else "") + (", locked=True" if self.locked else "")
 
 
 class NgramEmbedding(nn.Module):
@@ -168,7 +176,7 @@ class SequenceClassifier(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, cell: str = "lstm", backend: str = "torch",
                  nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128, proj_size: int = 0,
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
-                 embedding_dropout: float = 0.1, token_dropout: float = 0.0, pooling: str = "max", head_hidden: int = 128,
+                 embedding_dropout: float = 0.1, locked_dropout: bool = False, token_dropout: float = 0.0, pooling: str = "max", head_hidden: int = 128,
                  head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
                  ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False,
                  text_vector_dim: int = 0, char_branch: int = 0, char_separator: int = -1):
@@ -185,10 +193,14 @@ class SequenceClassifier(nn.Module):
         self.kernel = "packed" if backend == "scratch" else kernel
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.ngrams = NgramEmbedding(ngram_order, ngram_buckets, embedding_dim) if ngram_order > 1 else None
-        self.embedding_dropout = Dropout(embedding_dropout)
+        self.embedding_dropout = Dropout(embedding_dropout, locked=locked_dropout)
         self.token_dropout = Dropout(token_dropout, whole_vectors=True)
         self.rnn = make_rnn(cell, backend, embedding_dim, hidden_size, num_layers, bidirectional,
                             rnn_dropout, nonlinearity, proj_size)
+        # None: torch's own mask between layers (F.dropout), as nn.LSTM draws it.
+        self.between_layers = Dropout(rnn_dropout, locked=True) if locked_dropout and num_layers > 1 else None
+        if self.between_layers is not None and rnn_dropout and self.kernel == "packed":
+            raise RnnkitError(locked_between_packed_layers())
         out_size = rnn_output_width(self.rnn) * (2 if bidirectional else 1)
         if pooling == "attention":
             self.attention = nn.Linear(out_size, 1)
@@ -247,7 +259,7 @@ class SequenceClassifier(nn.Module):
         x = self.embedding_dropout(self.token_dropout(self.embed(ids) if embedded is None else embedded))
         if self.kernel == "packed":
             return self._run_packed(x, lengths)
-        return run_padded(self.rnn, x, lengths, self.kernel), None
+        return run_padded(self.rnn, x, lengths, self.kernel, self.between_layers), None
 
     def encode(self, ids: torch.Tensor, lengths: torch.Tensor, embedded: torch.Tensor | None = None,
                chars: torch.Tensor | None = None) -> torch.Tensor:

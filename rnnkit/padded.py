@@ -189,13 +189,15 @@ def choose_kernel(kernel: str, rnn: nn.RNNBase, x: Tensor) -> str:
     return "fused"
 
 
-def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto") -> Tensor:
+def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto",
+               between: nn.Module | None = None) -> Tensor:
     """Outputs ``(B, T, D*H)`` of the batch-first ``rnn`` (nn.RNN/LSTM/GRU) on padded ``x (B, T, I)``.
 
     Equal to running ``rnn`` on ``pack_padded_sequence(x, lengths)`` at every valid step;
     padded steps hold garbage. ``D`` is 2 for a bidirectional ``rnn``, ``H`` its
     ``proj_size`` if it projects, else ``hidden_size``. Dropout between layers follows
-    ``rnn.dropout`` in training mode, as ``nn.LSTM`` does.
+    ``rnn.dropout`` in training mode, as ``nn.LSTM`` does, or is ``between`` (a module taking
+    ``(B, T, D*H)``, e.g. a locked :class:`rnnkit.model.Dropout`) when given.
     """
     kernel = choose_kernel(kernel, rnn, x)
     mode = rnn.mode  # "LSTM", "GRU", "RNN_TANH", "RNN_RELU"
@@ -206,9 +208,10 @@ def run_padded(rnn: nn.RNNBase, x: Tensor, lengths: Tensor, kernel: str = "auto"
     layer_in = x
     for layer in range(rnn.num_layers):
         if layer > 0 and rnn.dropout and rnn.training:
-            # torch's mask: rnnkit's cheaper one (model.Dropout) made steps 5% faster here but changes every two-layer
-            # run's draws, and the NSMC default scored lower on validation with it (one seed; docs/speed.md).
-            layer_in = F.dropout(layer_in, rnn.dropout, True)
+            # torch's mask unless the model passes its own: rnnkit's cheaper one (model.Dropout) made steps 5% faster
+            # here but changes every two-layer run's draws, and the NSMC morphemes-only model scored lower on validation
+            # with it (one seed; docs/speed.md). The NSMC default passes a locked one (one mask per row).
+            layer_in = F.dropout(layer_in, rnn.dropout, True) if between is None else between(layer_in)
         weights = [[getattr(rnn, f"{name}_l{layer}{sfx}") for name in names] for sfx in directions]
         side_by_side = parallel_directions(rnn, layer_in, kernel)
         if kernel == "fused" and not side_by_side:

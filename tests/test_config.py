@@ -84,15 +84,23 @@ def test_named_config_reproduces_the_study_notes():
 def test_nsmc_fast_is_the_one_layer_recipe_and_the_default_the_accurate_one():
     from rnnkit.config import resolve_config
 
-    fast, default = resolve_config("nsmc-fast", {}), resolve_config(None, {"dataset": "nsmc"})
+    fast, default = resolve_config("nsmc-fast", {}), resolve_config(None, {"dataset": "nsmc"}).validate()
+    words, chars = resolve_config("nsmc-words", {}).validate(), resolve_config("nsmc-chars", {}).validate()
     assert (fast.num_layers, fast.rnn_dropout, fast.adversarial, fast.epochs) == (1, 0.0, 0.0, 3)
     assert (default.num_layers, default.rnn_dropout, default.adversarial, default.epochs) == (2, 0.2, 0.1, 4)
-    same = ("tokenizer", "embedding_dim", "hidden_size", "bidirectional", "pooling", "lr", "batch_size", "max_len")
-    assert [getattr(fast, k) for k in same] == [getattr(default, k) for k in same]  # the rest of the nsmc defaults
-    chars = resolve_config("nsmc-chars", {}).validate()
-    assert (chars.char_branch, chars.max_len, default.char_branch) == (96, 300, 0)
-    assert [getattr(chars, k) for k in same[:-1]] == [getattr(default, k) for k in same[:-1]]
-    assert (chars.num_layers, chars.adversarial, chars.epochs) == (2, 0.1, 4)
+    # The default reads the syllables beside the morphemes, with one dropout mask per review.
+    assert (default.char_branch, default.max_len, default.locked_dropout) == (96, 300, True)
+    # The recipes measured before it keep what they trained with.
+    for earlier in (fast, words):
+        assert (earlier.char_branch, earlier.max_len, earlier.locked_dropout) == (0, 100, False)
+    assert (chars.char_branch, chars.max_len, chars.locked_dropout) == (96, 300, False)
+    same = ("tokenizer", "embedding_dim", "hidden_size", "bidirectional", "pooling", "lr", "batch_size")
+    for other in (fast, words, chars):
+        assert [getattr(other, k) for k in same] == [getattr(default, k) for k in same]  # the rest of the nsmc defaults
+    for other in (words, chars):
+        assert (other.num_layers, other.adversarial, other.epochs) == (2, 0.1, 4)
+    notes = resolve_config("notes-nsmc", {}).validate()
+    assert (notes.tokenizer, notes.char_branch, notes.locked_dropout) == ("okt", 0, False)
 
 
 def test_named_config_reproduces_the_books_surname_model():
@@ -121,6 +129,16 @@ def test_proj_size_only_for_lstm_below_hidden_size_and_not_fused():
         with pytest.raises(RnnkitError, match=match):
             Config(**bad).validate()
     assert Config().update({"proj_size": "8"}).proj_size == 8
+
+
+def test_locked_dropout_between_layers_needs_a_padded_kernel():
+    layers = dict(locked_dropout=True, num_layers=2, rnn_dropout=0.2)
+    assert Config(**layers).validate().locked_dropout
+    assert Config().update({"locked_dropout": "true"}).locked_dropout is True
+    for bad in (dict(kernel="packed"), dict(backend="scratch")):
+        with pytest.raises(RnnkitError, match="locked_dropout between stacked layers needs a padded kernel"):
+            Config(**layers, **bad).validate()
+    Config(locked_dropout=True, kernel="packed").validate()  # one layer: only the embeddings' mask is locked
 
 
 def test_wrongly_typed_file_values_are_one_line_errors(tmp_path):

@@ -70,8 +70,10 @@ def test_char_branch_trains_predicts_explains_and_exports(nsmc_root, tmp_path):
     from rnnkit.export import export_run, load_onnx
     from rnnkit.tokenizers import CHARS
 
+    # The NSMC default's pieces: two layers with one dropout mask per review, and adversarial training.
     cfg = tiny_config("nsmc", tmp_path / "run", data_dir=str(nsmc_root), tokenizer="whitespace", char_branch=8,
-                      pooling="maxmean", adversarial=0.1, epochs=4, max_len=60, baseline=False)
+                      pooling="maxmean", adversarial=0.1, epochs=4, max_len=60, baseline=False, num_layers=2,
+                      rnn_dropout=0.2, locked_dropout=True)
     said = []
     run = rnnkit.train(cfg, log=said.append)
     assert any("character BiLSTM of 8" in line for line in said if line.startswith("model:"))

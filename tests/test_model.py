@@ -79,6 +79,43 @@ def test_token_dropout_drops_whole_token_vectors_at_its_rate():
     assert not torch.equal(model(ids, lengths), model(ids, lengths))
 
 
+def test_locked_dropout_keeps_one_mask_per_row_and_feature_over_all_steps():
+    from rnnkit.model import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3, locked=True).train()
+    out = drop(torch.ones(64, 50, 16))
+    assert torch.equal(out, out[:, :1].expand_as(out)), "every step of a row reads the same mask"
+    assert not torch.equal(out[0], out[1]), "each row draws its own"
+    assert out.unique().tolist() == pytest.approx([0.0, 1 / 0.7])
+    assert abs(float((out[:, 0] == 0).float().mean()) - 0.3) < 0.03
+    assert drop(torch.ones(8, 16)).shape == (8, 16), "a (B, F) input is dropped per element"
+    assert torch.equal(drop.eval()(out), out)
+
+
+def test_locked_dropout_acts_on_the_embeddings_and_between_layers_only_in_training():
+    model = build(num_layers=2, rnn_dropout=0.5, embedding_dropout=0.5, locked_dropout=True)
+    seen = []
+    model.between_layers.register_forward_hook(lambda m, inp, out: seen.append((inp[0], out)))
+    ids, lengths = batch()
+    model.train()
+    torch.manual_seed(3)
+    model(ids, lengths)
+    layer_in, layer_out = seen.pop()
+    kept = (layer_out != 0) | (layer_in == 0)
+    assert torch.equal(kept, kept[:, :1].expand_as(kept)), "the layer-2 input keeps one mask over time"
+    assert not kept.all()
+    model.eval()
+    with torch.no_grad():
+        a = model(ids, lengths)
+        b = build(num_layers=2, rnn_dropout=0.5, embedding_dropout=0.5)(ids, lengths)
+    assert not seen, "no dropout at inference"
+    torch.testing.assert_close(a, b, atol=0, rtol=0)
+    with pytest.raises(RnnkitError, match="locked_dropout between stacked layers needs a padded kernel"):
+        build(num_layers=2, rnn_dropout=0.5, locked_dropout=True, kernel="packed")
+    assert build(num_layers=1, rnn_dropout=0.5, locked_dropout=True).between_layers is None
+
+
 def test_inter_layer_dropout_is_not_passed_to_a_single_layer():
     rnn = make_rnn("lstm", "torch", 4, 4, num_layers=1, dropout=0.5)
     assert rnn.dropout == 0.0
