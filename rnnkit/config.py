@@ -272,7 +272,8 @@ class Config:
         _int_range("char_branch", self.char_branch, 0, 1 << 16)
         if self.char_branch and self.pretrain_epochs:
             raise RnnkitError("char_branch does not combine with pretrain_epochs (the language model would read the "
-                              "characters as words); set one of them to 0")
+                              "characters as words); set one of them to 0 (the nsmc defaults turn char_branch on: "
+                              "--set char_branch=0)")
         char_branch_needs_words(self.char_branch, self.tokenizer)
         if self.proj_size and self.cell != "lstm":
             raise RnnkitError(f"proj_size works with cell=lstm only; got cell={self.cell}: use cell lstm or proj_size 0")
@@ -379,7 +380,8 @@ def char_branch_needs_words(char_branch: int, tokenizer: str, whose: str = "") -
     """Refuse a character branch over a tokenizer that gives characters already (``whose``: where it came from)."""
     if char_branch and tokenizer in ("char", "syllable"):
         raise RnnkitError(f"char_branch reads each text's characters beside its words, but {whose}tokenizer "
-                          f"{tokenizer!r} gives characters already; set a word tokenizer (--tokenizer) or char_branch=0")
+                          f"{tokenizer!r} gives characters already; set a word tokenizer (--tokenizer) or --set char_branch=0 "
+                          "(the nsmc defaults turn it on)")
 
 
 def locked_between_packed_layers() -> str:

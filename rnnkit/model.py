@@ -32,8 +32,8 @@ CHAR_STEP_COST = 0.1
 
 MODEL_KEYS = (
     "cell", "backend", "nonlinearity", "embedding_dim", "hidden_size", "proj_size", "num_layers", "bidirectional",
-    "rnn_dropout", "embedding_dropout", "locked_dropout", "token_dropout", "pooling", "head_hidden", "head_dropout", "ngram_order", "ngram_buckets",
-    "head", "char_branch",
+    "rnn_dropout", "embedding_dropout", "locked_dropout", "token_dropout", "pooling", "head_hidden", "head_dropout",
+    "ngram_order", "ngram_buckets", "head", "char_branch",
 )
 
 
@@ -112,7 +112,8 @@ class Dropout(nn.Module):
         return x * keep.view(shape).to(x.dtype).mul_(1 / (1 - self.p))
 
     def extra_repr(self) -> str:
-        return f"p={self.p}" + (", whole_vectors=True" if self.whole_vectors else "") + (", locked=True" if self.locked else "")
+        flags = [name for name in ("whole_vectors", "locked") if getattr(self, name)]
+        return ", ".join([f"p={self.p}", *(f"{name}=True" for name in flags)])
 
 
 class NgramEmbedding(nn.Module):
@@ -176,8 +177,8 @@ class SequenceClassifier(nn.Module):
     def __init__(self, vocab_size: int, num_classes: int, cell: str = "lstm", backend: str = "torch",
                  nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128, proj_size: int = 0,
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
-                 embedding_dropout: float = 0.1, locked_dropout: bool = False, token_dropout: float = 0.0, pooling: str = "max", head_hidden: int = 128,
-                 head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
+                 embedding_dropout: float = 0.1, locked_dropout: bool = False, token_dropout: float = 0.0,
+                 pooling: str = "max", head_hidden: int = 128, head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
                  ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False,
                  text_vector_dim: int = 0, char_branch: int = 0, char_separator: int = -1):
         super().__init__()

@@ -183,6 +183,13 @@ def test_char_branch_refuses_what_it_cannot_combine_with():
         Config(char_branch=16, pretrain_epochs=2, tokenizer="kiwi").validate()
     with pytest.raises(RnnkitError, match="gives characters already"):
         Config(char_branch=16, tokenizer="char").validate()
+    from rnnkit.config import resolve_config
+
+    # The NSMC defaults turn the branch on: a character tokenizer or pretraining there is told how to turn it off.
+    for flags in ({"tokenizer": "syllable"}, {"pretrain_epochs": 1}):
+        with pytest.raises(RnnkitError, match="--set char_branch=0"):
+            resolve_config(None, {"dataset": "nsmc", **flags}).validate()
+    assert resolve_config(None, {"dataset": "nsmc", "tokenizer": "syllable", "char_branch": 0}).validate()
 
 
 def test_char_branch_on_a_character_dataset_is_a_clear_error(tmp_path):
