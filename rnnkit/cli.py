@@ -112,7 +112,8 @@ def train(
     dataset: Optional[str] = typer.Option(None, help=DATASET_HELP),
     data_dir: Optional[str] = typer.Option(None, help=DATA_DIR_HELP),
     config: Optional[str] = typer.Option(None, help="TOML/YAML/JSON file of settings, or a named config "
-                                                      "(notes-nsmc, book-surnames, nsmc-fast, nsmc-words, nsmc-chars); flags override it."),
+                                                      "(notes-nsmc, book-surnames, nsmc-fast, nsmc-words, nsmc-chars); "
+                                                      "flags override it."),
     out: Optional[str] = typer.Option(None, help="Run folder to create (default runs/<dataset>-<cell>-<time>)."),
     resume: Optional[str] = typer.Option(None, help="Continue the unfinished run in this folder."),
     cell: Optional[str] = typer.Option(None, help="rnn, lstm or gru."),

@@ -380,8 +380,8 @@ def char_branch_needs_words(char_branch: int, tokenizer: str, whose: str = "") -
     """Refuse a character branch over a tokenizer that gives characters already (``whose``: where it came from)."""
     if char_branch and tokenizer in ("char", "syllable"):
         raise RnnkitError(f"char_branch reads each text's characters beside its words, but {whose}tokenizer "
-                          f"{tokenizer!r} gives characters already; set a word tokenizer (--tokenizer) or --set char_branch=0 "
-                          "(the nsmc defaults turn it on)")
+                          f"{tokenizer!r} gives characters already; set a word tokenizer (--tokenizer) or "
+                          "--set char_branch=0 (the nsmc defaults turn it on)")
 
 
 def locked_between_packed_layers() -> str:
@@ -457,10 +457,11 @@ DATASET_DEFAULTS: dict[str, dict] = {
         num_layers=2, rnn_dropout=0.2, adversarial=0.1, epochs=4,
         # A syllable BiLSTM of 96 beside the morphemes (char_branch; max_len 300 leaves room for the syllables), with
         # one dropout mask per review for the embeddings and between the layers (locked_dropout; thirty-first
-        # session, Intel Xeon with AMX, bf16, seeds 0-1; seed 2 after as a check): val 0.8829 / 0.8872 / 0.8835 against
-        # 0.8813 / 0.8863 / 0.8815 for the morphemes alone (`--config nsmc-words`), test 0.8872 / 0.8870 / 0.8864 against
-        # 0.8854 / 0.8835 / 0.8837, whole runs 12.8-13.8 min, 1.20x the morphemes' back to back. With torch's mask at every step the branch was level on validation (0.8836 / 0.8871)
-        # at 1.34-1.37x the morphemes' time; locked masks without the branch lowered seed 0 (val 0.8781).
+        # session, Intel Xeon with AMX, bf16, seeds 0-1; seed 2 after as a check): val 0.8829 / 0.8872 / 0.8835
+        # against 0.8813 / 0.8863 / 0.8815 for the morphemes alone (`--config nsmc-words`), test 0.8872 / 0.8870 /
+        # 0.8864 against 0.8854 / 0.8835 / 0.8837, whole runs 12.8-13.8 min, 1.20x the morphemes' back to back. With
+        # torch's mask at every step the branch was level on validation (0.8836 / 0.8871) at 1.34-1.37x the morphemes'
+        # time; locked masks without the branch lowered seed 0 (val 0.8781).
         char_branch=96, max_len=300, locked_dropout=True,
     ),
 }

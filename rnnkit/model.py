@@ -178,7 +178,8 @@ class SequenceClassifier(nn.Module):
                  nonlinearity: str = "tanh", embedding_dim: int = 64, hidden_size: int = 128, proj_size: int = 0,
                  num_layers: int = 1, bidirectional: bool = True, rnn_dropout: float = 0.0,
                  embedding_dropout: float = 0.1, locked_dropout: bool = False, token_dropout: float = 0.0,
-                 pooling: str = "max", head_hidden: int = 128, head_dropout: float = 0.3, padding_idx: int = 0, kernel: str = "auto", ngram_order: int = 1,
+                 pooling: str = "max", head_hidden: int = 128, head_dropout: float = 0.3, padding_idx: int = 0,
+                 kernel: str = "auto", ngram_order: int = 1,
                  ngram_buckets: int = 100_000, head: str = "softmax", multilabel: bool = False,
                  text_vector_dim: int = 0, char_branch: int = 0, char_separator: int = -1):
         super().__init__()
